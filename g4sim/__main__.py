@@ -1,0 +1,4 @@
+from g4sim.cli import main
+
+if __name__ == "__main__":
+    main()
