@@ -1,0 +1,257 @@
+"""Weight and KV-cache storage formats: bytes per tensor, and which tensors keep higher precision.
+
+GGML block sizes and type sizes come from the ``gguf`` package (``GGML_QUANT_SIZES``), never typed in.
+The GGUF "mixes" (Q4_K_M, Q5_K_M, Q4_K_S, Q3_K_M, Q2_K, IQ4_XS) choose a type per tensor the way
+llama.cpp's quantizer does — ``src/llama-quant.cpp``, ``llama_tensor_get_type_impl`` (ggml-org/llama.cpp):
+
+* tied token embedding = output tensor -> Q6_K (Q8_0 stays Q8_0);
+* ``attn_v``: Q4_K_M/Q5_K_M -> Q6_K on ``use_more_bits`` layers; Q4_K_S -> Q5_K on the first 4;
+  Q3_K_M -> Q5_K on the first 2 else Q4_K; Q2_K -> Q4_K when n_gqa >= 4 else Q3_K; IQ4_XS -> Q5_K when n_gqa >= 4;
+* ``ffn_down``: Q4_K_M/Q5_K_M -> Q6_K on ``use_more_bits``; Q4_K_S and IQ4_XS -> Q5_K on the first n/8;
+  Q3_K_M -> Q5_K on the first n/16 else Q4_K; Q2_K -> Q3_K;
+* ``attn_output``: Q2_K -> Q3_K, Q3_K_M -> Q4_K (models with other than 8 experts);
+* a row length not divisible by the block size falls back (Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0,
+  Q2_K/Q3_K->Q4_0, IQ4_XS->IQ4_NL): Gemma 4's 2112- and 704-wide FFNs hit this;
+* 1-D tensors (norms, scales) and the MoE router (``ffn_gate_inp``) are never quantized: F32.
+Simplification: the llama.cpp tensor counters (i_attention_wv, i_ffn_down) run over tensors in file
+order; we index them by layer (for MoE, llama.cpp parses the layer from the name but counts both the
+dense and the expert ``ffn_down`` in n, which we reproduce). The PLE table is quantized with the
+default type (it is a 2-D token table like token_embd).
+
+Non-GGUF formats follow the common engine practice (vLLM / torchao / ModelOpt): only Linear weights
+are quantized; embeddings, PLE table, norms and router stay bf16; towers stay bf16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as GGML
+
+
+def ggml_bytes(ggml_type: str, n_elements: int, row_length: int | None = None) -> int:
+    """Bytes of ``n_elements`` stored as GGML type ``ggml_type`` (rows must hold whole blocks)."""
+    block, type_size = GGML_QUANT_SIZES[GGML[ggml_type]]
+    if n_elements % block:
+        raise ValueError(f"{n_elements} elements are not whole {ggml_type} blocks of {block}")
+    return n_elements // block * type_size
+
+
+def ggml_bits_per_weight(ggml_type: str) -> Fraction:
+    block, type_size = GGML_QUANT_SIZES[GGML[ggml_type]]
+    return Fraction(8 * type_size, block)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One weight tensor as the formats see it: a matrix of ``rows`` x ``cols`` (cols = input dim)."""
+
+    component: str
+    kind: str  # token_embd, ple_table, attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down, router, norm, other
+    rows: int
+    cols: int
+    layer: int = -1
+    count: int = 1  # identical tensors (e.g. experts stacked)
+    ordinal: int = -1  # position among the file's tensors of the same kind (llama.cpp's i_attention_wv)
+
+    @property
+    def numel(self) -> int:
+        return self.rows * self.cols * self.count
+
+
+@dataclass(frozen=True)
+class QuantContext:
+    """Facts about the whole model that per-tensor choices depend on (llama.cpp counters)."""
+
+    n_layers: int
+    n_attn_v: int  # number of attn_v tensors in the file
+    n_ffn_down: int  # number of ffn_down tensors (dense + experts)
+    n_gqa: int  # query heads per KV head on layer 0
+    n_expert: int
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    # llama-quant.cpp: use_more_bits(i_layer, n_layers)
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "Q2_K": "Q4_0", "Q3_K": "Q4_0", "IQ4_XS": "IQ4_NL"}
+
+
+@dataclass(frozen=True)
+class QuantFormat:
+    """A weight format.  ``loss_rank``: 0 = lossless; larger = more quality lost."""
+
+    name: str
+    family: str  # "float", "int", "fp4", "gguf"
+    loss_rank: int
+    description: str
+    linear_bits: Fraction = Fraction(16)  # non-GGUF: storage bits per Linear weight, scales excluded
+    group_size: int = 0  # elements sharing one scale (0 = per output channel)
+    scale_bytes_per_group: Fraction = Fraction(0)  # scale (+ zero) bytes per group / per row
+    high_precision_bytes: int = 2  # embeddings, PLE, norms, router, towers
+    ggml_default: str = ""  # GGUF: the ftype's base type
+
+    # ---- per-tensor storage ------------------------------------------------
+    def tensor_bytes(self, t: Tensor, ctx: QuantContext) -> int:
+        if self.family == "gguf":
+            return self._gguf_bytes(t, ctx)
+        if t.kind in ("norm", "router", "token_embd", "ple_table", "other") or self.linear_bits >= 16:
+            return t.numel * self.high_precision_bytes
+        payload = Fraction(t.numel) * self.linear_bits / 8
+        if self.group_size:
+            groups = t.rows * -(-t.cols // self.group_size) * t.count
+        else:
+            groups = t.rows * t.count  # one scale per output channel
+        return int(payload + groups * self.scale_bytes_per_group)
+
+    def gguf_type(self, t: Tensor, ctx: QuantContext) -> str:
+        """The GGML type llama.cpp's quantizer picks for ``t`` under this ftype."""
+        if t.kind in ("norm", "router"):
+            return "F32"
+        ftype, base = self.name, self.ggml_default
+        new = base
+        if t.kind == "token_embd":  # tied embeddings are quantized as the output tensor
+            new = "Q8_0" if base == "Q8_0" else ("Q6_K" if t.cols % 256 == 0 else "Q8_0")
+            return new
+        i, n = t.layer, ctx.n_layers
+        if t.kind == "attn_v":
+            i, n = t.ordinal, ctx.n_attn_v
+            if ftype == "q2_k":
+                new = "Q4_K" if ctx.n_gqa >= 4 else "Q3_K"
+            elif ftype == "q3_k_m":
+                new = "Q5_K" if i < 2 else "Q4_K"
+            elif ftype == "iq4_xs" and ctx.n_gqa >= 4:
+                new = "Q5_K"
+            elif ftype in ("q4_k_m", "q5_k_m") and _use_more_bits(i, n):
+                new = "Q6_K"
+            elif ftype == "q4_k_s" and i < 4:
+                new = "Q5_K"
+        elif t.kind == "ffn_down":
+            n = ctx.n_ffn_down if ctx.n_expert > 1 else ctx.n_layers
+            if ftype == "q2_k":
+                new = "Q3_K"
+            elif ftype == "q3_k_m":
+                new = "Q5_K" if i < n // 16 else "Q4_K"
+            elif ftype in ("q4_k_m", "q5_k_m") and _use_more_bits(i, n):
+                new = "Q6_K"
+            elif ftype in ("q4_k_s", "iq4_xs") and i < n // 8:
+                new = "Q5_K"
+        elif t.kind == "attn_output" and ctx.n_expert != 8:
+            new = {"q2_k": "Q3_K", "q3_k_m": "Q4_K"}.get(ftype, new)
+        block = GGML_QUANT_SIZES[GGML[new]][0]
+        if t.cols % block:
+            new = _FALLBACK.get(new, "F16")
+            if t.cols % GGML_QUANT_SIZES[GGML[new]][0]:
+                new = "F16"
+        return new
+
+    def _gguf_bytes(self, t: Tensor, ctx: QuantContext) -> int:
+        return ggml_bytes(self.gguf_type(t, ctx), t.numel)
+
+    @property
+    def bits_per_linear_weight(self) -> Fraction:
+        """Nominal storage of a quantized Linear weight, scales included (for display)."""
+        if self.family == "gguf":
+            return ggml_bits_per_weight(self.ggml_default)
+        if self.linear_bits >= 16:
+            return self.linear_bits
+        per = self.group_size or 4096
+        return self.linear_bits + self.scale_bytes_per_group * 8 / per
+
+
+def _int4(group: int) -> QuantFormat:
+    return QuantFormat(
+        f"int4-g{group}", "int", 70, f"int4 weight-only, group-wise (group {group}), fp16 scale + fp16 zero per group",
+        linear_bits=Fraction(4), group_size=group, scale_bytes_per_group=Fraction(4),
+    )
+
+
+def _gguf(name: str, base: str, rank: int, description: str) -> QuantFormat:
+    return QuantFormat(name, "gguf", rank, description, ggml_default=base)
+
+
+# Ordered from least to most quality loss.  Ranks follow llama.cpp's published perplexity deltas
+# (tools/quantize/README.md) for the GGUF types, and bits per weight for the others.
+QUANT_FORMATS: dict[str, QuantFormat] = {
+    f.name: f
+    for f in sorted(
+        [
+            QuantFormat("fp32", "float", 0, "float32 everywhere", linear_bits=Fraction(32), high_precision_bytes=4),
+            QuantFormat("bf16", "float", 1, "bfloat16 everywhere (the released checkpoints)"),
+            QuantFormat("fp16", "float", 2, "float16 everywhere"),
+            _gguf("q8_0", "Q8_0", 10, "GGUF Q8_0: 8-bit blocks of 32 with an fp16 scale (8.5 bpw)"),
+            QuantFormat("fp8", "float", 11, "fp8 e4m3 Linear weights, one fp32 scale per output channel",
+                        linear_bits=Fraction(8), scale_bytes_per_group=Fraction(4)),
+            QuantFormat("int8", "int", 12, "int8 weight-only, per output channel, one fp32 scale per row",
+                        linear_bits=Fraction(8), scale_bytes_per_group=Fraction(4)),
+            _gguf("q6_k", "Q6_K", 20, "GGUF Q6_K (6.56 bpw)"),
+            _gguf("q5_k_m", "Q5_K", 30, "GGUF Q5_K_M: Q5_K with Q6_K attn_v / ffn_down on some layers"),
+            _gguf("q5_0", "Q5_0", 35, "GGUF Q5_0 (5.5 bpw, legacy)"),
+            QuantFormat("nvfp4", "fp4", 40, "NVFP4: e2m1 values, fp8 e4m3 scale per 16, fp32 per-tensor scale",
+                        linear_bits=Fraction(4), group_size=16, scale_bytes_per_group=Fraction(1)),
+            _gguf("q4_k_m", "Q4_K", 50, "GGUF Q4_K_M: Q4_K with Q6_K attn_v / ffn_down on some layers"),
+            QuantFormat("mxfp4", "fp4", 55, "MXFP4 (OCP): e2m1 values, e8m0 scale per 32",
+                        linear_bits=Fraction(4), group_size=32, scale_bytes_per_group=Fraction(1)),
+            _gguf("q4_k_s", "Q4_K", 60, "GGUF Q4_K_S: Q4_K, Q5_K on early attn_v / ffn_down"),
+            _gguf("iq4_xs", "IQ4_XS", 65, "GGUF IQ4_XS (4.25 bpw, non-linear)"),
+            _int4(128),
+            _gguf("q4_0", "Q4_0", 75, "GGUF Q4_0 (4.5 bpw, legacy)"),
+            _gguf("q3_k_m", "Q3_K", 80, "GGUF Q3_K_M"),
+            _gguf("q2_k", "Q2_K", 90, "GGUF Q2_K"),
+        ],
+        key=lambda f: f.loss_rank,
+    )
+}
+
+_QUANT_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "f16": "fp16", "f32": "fp32",
+                  "fp8_e4m3": "fp8", "int4": "int4-g128", "w8a16": "int8", "w4a16": "int4-g128"}
+
+
+def get_quant(name: str) -> QuantFormat:
+    """Look a weight format up by name (case-insensitive).  int4-gN builds any group size."""
+    key = name.strip().lower().replace("-", "_") if name.lower().startswith("q") or name.lower().startswith("iq") \
+        else name.strip().lower()
+    key = _QUANT_ALIASES.get(key, key)
+    if key in QUANT_FORMATS:
+        return QUANT_FORMATS[key]
+    if key.startswith("int4-g") and key[6:].isdigit() and int(key[6:]) > 0:
+        return _int4(int(key[6:]))
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class KVDtype:
+    """A KV-cache element format: ``block_bytes`` per ``block`` elements."""
+
+    name: str
+    block: int
+    block_bytes: int
+    description: str
+
+    def bytes_for(self, n_elements: int) -> int:
+        return -(-n_elements // self.block) * self.block_bytes
+
+
+def _ggml_kv(name: str, ggml_type: str, description: str) -> KVDtype:
+    block, size = GGML_QUANT_SIZES[GGML[ggml_type]]
+    return KVDtype(name, block, size, description)
+
+
+KV_DTYPES: dict[str, KVDtype] = {
+    "fp32": KVDtype("fp32", 1, 4, "float32"),
+    "bf16": KVDtype("bf16", 1, 2, "bfloat16"),
+    "fp16": KVDtype("fp16", 1, 2, "float16"),
+    "fp8": KVDtype("fp8", 1, 1, "fp8 e4m3 (vLLM --kv-cache-dtype fp8)"),
+    "q8_0": _ggml_kv("q8_0", "Q8_0", "GGUF Q8_0 blocks (llama.cpp -ctk/-ctv q8_0)"),
+    "q4_0": _ggml_kv("q4_0", "Q4_0", "GGUF Q4_0 blocks (llama.cpp -ctk/-ctv q4_0)"),
+}
+
+
+def get_kv_dtype(name: str) -> KVDtype:
+    key = {"float16": "fp16", "f16": "fp16", "bfloat16": "bf16", "fp8_e4m3": "fp8", "float32": "fp32"}.get(
+        name.strip().lower(), name.strip().lower())
+    if key not in KV_DTYPES:
+        raise KeyError(name)
+    return KV_DTYPES[key]
