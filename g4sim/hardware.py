@@ -1,0 +1,231 @@
+"""Hardware profiles: one YAML per device in ``hardware_profiles/``, validated on load.
+
+A profile says how much memory a device has and how much of it a model may use, how fast that
+memory is, its dense peak FLOP/s per dtype, its interconnect, and the achieved efficiencies the
+throughput model applies (defaults until ``g4sim calibrate`` fits them from measurements).  Every
+profile lists its ``sources``.  No torch import.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware_profiles"
+KINDS = ("gpu", "cpu", "soc")
+DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "fp4")
+ALIASES = {"4090": "rtx4090", "3090": "rtx3090", "5090": "rtx5090", "4080": "rtx4080", "h100": "h100-sxm",
+           "a100": "a100-80gb", "rpi5": "rpi5-8gb", "pi5": "rpi5-8gb", "m3-max": "apple-m3-max-128gb",
+           "m4-pro": "apple-m4-pro-48gb", "jetson": "jetson-orin-nano-8gb", "cpu": "desktop-ddr5"}
+
+
+class ProfileError(ValueError):
+    """A malformed profile file, or an unknown profile name."""
+
+
+@dataclass(frozen=True)
+class Interconnect:
+    name: str
+    bandwidth_bytes_per_s: float
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    prefill_compute: float  # achieved fraction of peak FLOP/s in prefill
+    decode_bandwidth: float  # achieved fraction of memory bandwidth in decode
+    provenance: str
+
+
+@dataclass(frozen=True)
+class PublishedMeasurement:
+    engine: str
+    model: str
+    quant: str
+    source: str
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
+    ctx: int | None = None
+    batch: int = 1
+    device_note: str = ""
+    memory_gib: float | None = None
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    name: str
+    display_name: str
+    kind: str
+    vendor: str
+    memory_bytes: int
+    memory_bandwidth_bytes_per_s: float
+    peak_flops: dict[str, float]
+    unified_memory: bool
+    efficiency: Efficiency
+    sources: tuple[str, ...]
+    memory_type: str = ""
+    interconnect: Interconnect | None = None
+    usable_memory_fraction: float = 1.0  # share of RAM the accelerator may hold (unified memory)
+    reserved_memory_bytes: int = 0  # taken by the OS / driver before any model loads
+    published: tuple[PublishedMeasurement, ...] = ()
+    notes: str = ""
+    path: str = field(default="", compare=False)
+
+    @property
+    def usable_memory_bytes(self) -> int:
+        """Memory a model may use: after the OS / driver reserve and any wired-memory limit."""
+        return int(min(self.memory_bytes * self.usable_memory_fraction, self.memory_bytes - self.reserved_memory_bytes))
+
+    def flops(self, dtype: str) -> float:
+        """Peak dense FLOP/s for ``dtype``, falling back to the nearest rate the device has."""
+        for key in (dtype, *{"bf16": ("fp16", "fp32"), "fp16": ("bf16", "fp32"), "fp8": ("int8", "bf16", "fp16"),
+                             "int8": ("fp8", "bf16", "fp16"), "fp4": ("fp8", "int8", "bf16")}.get(dtype, ("fp32",))):
+            if key in self.peak_flops:
+                return self.peak_flops[key]
+        return self.peak_flops["fp32"]
+
+
+# ---- loading and validation ---------------------------------------------
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "name": str, "display_name": str, "kind": str, "vendor": str, "memory_bytes": int,
+    "memory_bandwidth_bytes_per_s": (int, float), "peak_flops": dict, "unified_memory": bool,
+    "efficiency": dict, "sources": list,
+}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "memory_type": str, "interconnect": (dict, type(None)), "usable_memory_fraction": (int, float),
+    "reserved_memory_bytes": int, "published": list, "notes": str,
+}
+
+
+def _fail(path: Path, fieldname: str, why: str) -> ProfileError:
+    return ProfileError(f"{path.name}: field '{fieldname}' {why}")
+
+
+def _positive(path: Path, fieldname: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _fail(path, fieldname, f"must be a positive number, got {value!r}")
+    return value
+
+
+def parse_profile(data: Any, path: Path) -> HardwareProfile:
+    """Validate one profile mapping; errors name the file and the field."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path.name}: expected a mapping of fields, got {type(data).__name__}")
+    for key, typ in _REQUIRED.items():
+        if key not in data:
+            raise _fail(path, key, "is missing")
+        if isinstance(data[key], bool) and typ is not bool or not isinstance(data[key], typ):
+            raise _fail(path, key, f"must be {getattr(typ, '__name__', typ)}, got {data[key]!r}")
+    unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise _fail(path, unknown[0], f"is not a profile field; valid: {', '.join([*_REQUIRED, *_OPTIONAL])}")
+    for key, typ in _OPTIONAL.items():
+        if key in data and not isinstance(data[key], typ):
+            raise _fail(path, key, f"has the wrong type: {data[key]!r}")
+    if data["kind"] not in KINDS:
+        raise _fail(path, "kind", f"is {data['kind']!r}; valid: {', '.join(KINDS)}")
+    if data["name"] != path.stem:
+        raise _fail(path, "name", f"is {data['name']!r} but the file is {path.name}")
+    _positive(path, "memory_bytes", data["memory_bytes"])
+    _positive(path, "memory_bandwidth_bytes_per_s", data["memory_bandwidth_bytes_per_s"])
+    flops = {}
+    for dtype, rate in data["peak_flops"].items():
+        if dtype not in DTYPES:
+            raise _fail(path, f"peak_flops.{dtype}", f"is not a dtype; valid: {', '.join(DTYPES)}")
+        flops[dtype] = float(_positive(path, f"peak_flops.{dtype}", rate))
+    if "fp32" not in flops:
+        raise _fail(path, "peak_flops.fp32", "is missing (every device has an fp32 rate)")
+    eff = data["efficiency"]
+    for key in ("prefill_compute", "decode_bandwidth"):
+        value = eff.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise _fail(path, f"efficiency.{key}", f"must be a fraction in (0, 1], got {value!r}")
+    if not isinstance(eff.get("provenance"), str) or not eff["provenance"]:
+        raise _fail(path, "efficiency.provenance", "must say where the efficiencies come from")
+    if not data["sources"] or not all(isinstance(s, str) and s for s in data["sources"]):
+        raise _fail(path, "sources", "must list at least one source for the numbers")
+    frac = data.get("usable_memory_fraction", 1.0)
+    if not 0 < frac <= 1:
+        raise _fail(path, "usable_memory_fraction", f"must be in (0, 1], got {frac!r}")
+    ic = data.get("interconnect")
+    interconnect = None
+    if ic:
+        if not isinstance(ic.get("name"), str):
+            raise _fail(path, "interconnect.name", "is missing")
+        interconnect = Interconnect(ic["name"], float(_positive(path, "interconnect.bandwidth_bytes_per_s",
+                                                                 ic.get("bandwidth_bytes_per_s"))))
+    published = []
+    for i, item in enumerate(data.get("published") or []):
+        try:
+            published.append(PublishedMeasurement(**item))
+        except TypeError as exc:
+            raise _fail(path, f"published[{i}]", f"is malformed ({exc})") from exc
+        if not published[-1].source:
+            raise _fail(path, f"published[{i}].source", "is empty: a published figure needs its source")
+    return HardwareProfile(
+        name=data["name"], display_name=data["display_name"], kind=data["kind"], vendor=data["vendor"],
+        memory_bytes=int(data["memory_bytes"]), memory_bandwidth_bytes_per_s=float(data["memory_bandwidth_bytes_per_s"]),
+        peak_flops=flops, unified_memory=data["unified_memory"],
+        efficiency=Efficiency(float(eff["prefill_compute"]), float(eff["decode_bandwidth"]), eff["provenance"]),
+        sources=tuple(data["sources"]), memory_type=data.get("memory_type", ""), interconnect=interconnect,
+        usable_memory_fraction=float(frac), reserved_memory_bytes=int(data.get("reserved_memory_bytes", 0)),
+        published=tuple(published), notes=data.get("notes", ""), path=str(path),
+    )
+
+
+def load_profile(path: str | Path) -> HardwareProfile:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{p.name}: not valid YAML ({exc.__class__.__name__})") from exc
+    return parse_profile(data, p)
+
+
+def profile_dirs() -> list[Path]:
+    """The shipped profiles, plus any directories listed in G4SIM_HARDWARE_DIR (os.pathsep-separated)."""
+    extra = [Path(d) for d in os.environ.get("G4SIM_HARDWARE_DIR", "").split(os.pathsep) if d]
+    return [PROFILE_DIR, *extra]
+
+
+@lru_cache(maxsize=None)
+def _load_all(dirs: tuple[Path, ...]) -> dict[str, HardwareProfile]:
+    profiles: dict[str, HardwareProfile] = {}
+    for d in dirs:
+        for path in sorted(d.glob("*.yaml")):
+            prof = load_profile(path)
+            profiles[prof.name] = prof
+    return profiles
+
+
+def load_profiles() -> dict[str, HardwareProfile]:
+    return _load_all(tuple(profile_dirs()))
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def get_profile(name: str) -> HardwareProfile:
+    profiles = load_profiles()
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in profiles:
+        choices = sorted(profiles)
+        raise ProfileError(f"unknown GPU/device {name!r}{suggest(key, choices)}; valid: {', '.join(choices)}")
+    return profiles[key]
+
+
+def parse_gpu_spec(text: str) -> tuple[HardwareProfile, int]:
+    """'h100-sxm:8' -> (profile, 8); 'rtx4090' -> (profile, 1)."""
+    name, _, count = text.partition(":")
+    if count and (not count.isdigit() or int(count) < 1):
+        raise ProfileError(f"GPU count {count!r} in {text!r} must be a positive integer")
+    return get_profile(name), int(count or 1)
