@@ -9,6 +9,7 @@ an integer number of bytes with a ``source`` note giving its formula.  No torch 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from g4sim.analytic.quant import KVDtype, get_kv_dtype, get_quant
@@ -58,12 +59,17 @@ class MemoryBreakdown:
 
 def weight_bytes_by_component(spec: ModelSpec, quant: str, *, vision: bool = False, audio: bool = False) -> dict[str, int]:
     """Stored bytes per component for a weight format (GGUF mixes priced tensor by tensor)."""
+    return dict(_weight_bytes(spec, quant, vision, audio))
+
+
+@lru_cache(maxsize=512)  # searches re-price the same weights many times
+def _weight_bytes(spec: ModelSpec, quant: str, vision: bool, audio: bool) -> tuple[tuple[str, int], ...]:
     fmt = get_quant(quant)
     ctx = quant_context(spec.text)
     out: dict[str, int] = {}
     for t in model_tensors(spec, vision=vision, audio=audio):
         out[t.component] = out.get(t.component, 0) + fmt.tensor_bytes(t, ctx)
-    return out
+    return tuple(out.items())
 
 
 # ---- KV cache ------------------------------------------------------------

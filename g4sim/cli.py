@@ -1,0 +1,236 @@
+"""The ``g4sim`` command line (typer + rich).
+
+Each command is a thin wrapper: it parses options, calls one pipeline module, and renders.
+Commands that need torch (generate, profile, validate) import their module inside the function,
+so ``g4sim plan`` never loads torch — keep it that way when adding a command:
+
+    @app.command()
+    def mycommand(...):
+        from g4sim.mymodule import run   # lazy: heavy imports stay off the plan path
+        run(...)
+
+User errors raise ``g4sim.errors.UserError``; ``main`` prints them as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from g4sim.errors import UserError, unknown_choice
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+    help="Capacity planner, architecture simulator and memory/throughput profiler for Gemma 4.",
+)
+console = Console(highlight=False)
+
+
+# ---- option parsing helpers (all raise UserError) ------------------------------
+
+def resolve_spec(model: Optional[str], config: Optional[str]):
+    from g4sim.spec import VARIANTS, SpecError, get_variant, load_config
+
+    if config:
+        try:
+            return load_config(config)
+        except SpecError as exc:
+            raise UserError(str(exc)) from exc
+    if not model:
+        raise UserError("give --model (one of: " + ", ".join(VARIANTS) + ") or --config PATH")
+    try:
+        return get_variant(model)
+    except KeyError:
+        raise unknown_choice("model", model, VARIANTS) from None
+
+
+def resolve_context(text: str, spec, allow_beyond_max: bool) -> int:
+    from g4sim.units import UnitError, format_context, parse_context
+
+    try:
+        ctx = parse_context(text)
+    except UnitError as exc:
+        raise UserError(str(exc)) from exc
+    if ctx > spec.max_context and not allow_beyond_max:
+        raise UserError(f"context {text} ({ctx:,} tokens) is beyond {spec.name}'s maximum of "
+                        f"{format_context(spec.max_context)} ({spec.max_context:,}); pass --allow-beyond-max to plan it anyway")
+    return ctx
+
+
+def resolve_device(name: str):
+    from g4sim.hardware import ProfileError, get_profile
+
+    try:
+        return get_profile(name)
+    except ProfileError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def resolve_quant(name: str) -> str:
+    from g4sim.analytic import QUANT_FORMATS, get_quant
+
+    try:
+        return get_quant(name).name
+    except KeyError:
+        raise unknown_choice("quantization", name, QUANT_FORMATS) from None
+
+
+def resolve_kv_dtype(name: str) -> str:
+    from g4sim.analytic import KV_DTYPES, get_kv_dtype
+
+    try:
+        return get_kv_dtype(name).name
+    except KeyError:
+        raise unknown_choice("KV-cache dtype", name, KV_DTYPES) from None
+
+
+def resolve_engine(name: str, **options):
+    from g4sim.engines import ENGINES, UnknownEngineError, get_engine
+
+    try:
+        return get_engine(name, **options)
+    except UnknownEngineError:
+        raise unknown_choice("engine", name, ENGINES) from None
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+# ---- commands --------------------------------------------------------------------
+
+@app.command()
+def plan(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Variant: e2b, e4b, 26b-a4b, 31b."),
+    config: Optional[str] = typer.Option(None, "--config", help="Plan any HF config.json (or a directory holding one)."),
+    ctx: str = typer.Option("8k", "--ctx", "-c", help="Context per sequence: 8192, 32k, 256k."),
+    gpu: str = typer.Option("rtx4090", "--gpu", "-g", help="Hardware profile (see `g4sim gpus`)."),
+    quant: str = typer.Option("bf16", "--quant", "-q", help="Weight format: bf16, fp8, int8, int4-g128, q4_k_m, ..."),
+    kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV-cache format: bf16, fp16, fp8, q8_0, q4_0."),
+    batch: int = typer.Option(1, "--batch", "-b", min=1, help="Concurrent sequences."),
+    engine: str = typer.Option("transformers", "--engine", "-e", help="Allocation rules of: transformers, g4sim."),
+    attn: str = typer.Option("sdpa", "--attn", help="transformers attention implementation: sdpa or eager."),
+    prefill_chunk: int = typer.Option(4096, "--prefill-chunk", min=1, help="Prompt tokens processed per step."),
+    text_only: bool = typer.Option(False, "--text-only", help="Text decoder only (default)."),
+    with_vision: bool = typer.Option(False, "--with-vision", help="Also load the vision tower."),
+    with_audio: bool = typer.Option(False, "--with-audio", help="Also load the audio tower."),
+    allow_beyond_max: bool = typer.Option(False, "--allow-beyond-max", help="Allow contexts past the model's maximum."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (stable keys, sizes in bytes)."),
+) -> None:
+    """Will it fit? Memory breakdown, verdict, largest context and batch, best quantization."""
+    from g4sim.plan import PlanRequest, make_plan, plan_to_dict
+
+    spec = resolve_spec(model, config)
+    if text_only and (with_vision or with_audio):
+        raise UserError("--text-only cannot be combined with --with-vision / --with-audio")
+    if with_vision and spec.vision is None:
+        raise UserError(f"{spec.name} has no vision tower")
+    if with_audio and spec.audio is None:
+        raise UserError(f"{spec.name} has no audio tower (audio: e2b, e4b)")
+    eng_options = {"attn_implementation": attn} if engine.strip().lower() == "transformers" else {}
+    req = PlanRequest(
+        spec=spec, device=resolve_device(gpu), ctx=resolve_context(ctx, spec, allow_beyond_max), batch=batch,
+        quant=resolve_quant(quant), kv_dtype=resolve_kv_dtype(kv_dtype), engine=resolve_engine(engine, **eng_options),
+        vision=with_vision, audio=with_audio, prefill_chunk=prefill_chunk, allow_beyond_max=allow_beyond_max,
+    )
+    result = make_plan(req)
+    if as_json:
+        typer.echo(json.dumps(plan_to_dict(result), indent=2))
+    else:
+        from g4sim.render import render_plan
+
+        render_plan(result, console)
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The Gemma 4 variants g4sim knows, with their exact parameter counts."""
+    from g4sim.analytic import count_params
+    from g4sim.spec import VARIANTS
+    from g4sim.units import format_context, format_count
+
+    rows = []
+    for name, spec in VARIANTS.items():
+        t, p = spec.text, count_params(spec, vision=False, audio=False)
+        rows.append({"model": name, "layers": t.num_layers, "hidden": t.hidden_size, "window": t.sliding_window,
+                     "params_total": p.total, "params_active": p.active, "params_effective": p.effective,
+                     "max_context_tokens": spec.max_context, "moe": t.enable_moe_block,
+                     "vision": spec.vision is not None, "audio": spec.audio is not None})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Gemma 4 variants (parameters computed from the exact spec)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("model", "layers", "hidden", "window", "total", "active", "w/o PLE", "max ctx", "towers"):
+        table.add_column(col, justify="left" if col in ("model", "towers") else "right", no_wrap=True)
+    for r in rows:
+        towers = "+".join(k for k in ("vision", "audio") if r[k]) or "-"
+        towers = towers.replace("vision+audio", "vis+audio")
+        table.add_row(r["model"], str(r["layers"]), str(r["hidden"]), str(r["window"]),
+                      format_count(r["params_total"]), format_count(r["params_active"]),
+                      format_count(r["params_effective"]), format_context(r["max_context_tokens"]), towers)
+    console.print(table)
+
+
+@app.command()
+def gpus(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The hardware profiles g4sim knows (hardware_profiles/*.yaml)."""
+    from g4sim.hardware import load_profiles
+    from g4sim.units import format_bytes
+
+    profiles = load_profiles()
+    if as_json:
+        typer.echo(json.dumps([{"name": p.name, "display_name": p.display_name, "kind": p.kind,
+                                "memory_bytes": p.memory_bytes, "usable_bytes": p.usable_memory_bytes,
+                                "memory_bandwidth_bytes_per_s": p.memory_bandwidth_bytes_per_s,
+                                "peak_flops": p.peak_flops} for p in profiles.values()], indent=2))
+        return
+    table = Table(title="Hardware profiles (datasheet figures; see each YAML's sources)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("name", "device", "kind", "memory", "usable", "bandwidth", "bf16 dense", "link"):
+        table.add_column(col, justify="right" if col in ("memory", "usable", "bandwidth", "bf16 dense") else "left")
+    for p in sorted(profiles.values(), key=lambda p: (p.kind, p.memory_bytes)):
+        table.add_row(p.name, p.display_name, p.kind, format_bytes(p.memory_bytes, digits=1),
+                      format_bytes(p.usable_memory_bytes, digits=1),
+                      f"{p.memory_bandwidth_bytes_per_s / 1e9:,.0f} GB/s", f"{p.flops('bf16') / 1e12:,.1f} TFLOP/s",
+                      p.interconnect.name if p.interconnect else "-")
+    console.print(table)
+
+
+# ---- entry point -----------------------------------------------------------------
+
+def _click_exception_types() -> dict[str, tuple[type, ...]]:
+    """Usage-error classes of whichever click typer uses (typer >= 0.26 vendors its own copy)."""
+    modules = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            modules.append(__import__(name, fromlist=["UsageError"]))
+        except ImportError:
+            pass
+    return {kind: tuple(getattr(m, kind) for m in modules if hasattr(m, kind))
+            for kind in ("NoArgsIsHelpError", "UsageError", "Abort", "Exit")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every user error becomes one ``error:`` line on stderr and exit code 2."""
+    exc_types = _click_exception_types()
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="g4sim")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except exc_types["NoArgsIsHelpError"]:
+        sys.exit(0)
+    except exc_types["UsageError"] as exc:
+        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        sys.exit(2)
+    except exc_types["Abort"]:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except exc_types["Exit"] as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,82 @@
+"""Terminal rendering of plans (rich).  Presentation only: every number comes from the plan."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from g4sim.plan import Plan
+from g4sim.units import format_bytes, format_context, format_count
+
+_CATEGORY_TITLES = {"weights": "Weights", "kv_cache": "KV cache", "activations": "Activations", "overhead": "Overhead"}
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.2f} GiB"
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    r, m = plan.request, plan.memory
+    spec, dev = r.spec, r.device
+    p = plan.params
+    active = f", {format_count(p.active)} active" if p.active != p.total else ""
+    ple = f", {format_count(p.effective)} without PLE" if p.effective != p.total else ""
+    towers = " + ".join(t for t, on in (("vision", r.vision), ("audio", r.audio)) if on) or "text only"
+    console.print(Text.assemble(
+        ("Gemma 4 ", "bold"), (spec.name, "bold cyan"), f"  {format_count(p.total)} params{active}{ple}  ({towers})\n",
+        f"context {format_context(r.ctx)} ({r.ctx:,} tokens) x batch {r.batch}  ·  weights {r.quant}  ·  KV {r.kv_dtype}  ·  ",
+        f"engine {r.engine.name}" + (f" ({r.engine.attn_implementation})" if hasattr(r.engine, "attn_implementation") else ""),
+        f"  ·  prefill chunk {r.prefill_chunk:,}\n" if r.prefill_chunk else "\n",
+        ("on ", ""), (dev.display_name, "bold"), f"  ({format_bytes(dev.memory_bytes)}, usable {format_bytes(r.usable_bytes)})",
+    ))
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("component")
+    table.add_column("size", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("where")
+    explain = console.width >= 120  # the formulas need room; --json always carries them
+    if explain:
+        table.add_column("how it is computed", style="dim", overflow="fold", max_width=console.width - 75)
+    total_all = m.total(None) or 1
+
+    def row(*cells):
+        table.add_row(*(cells if explain else cells[:4]))
+
+    for category, title in _CATEGORY_TITLES.items():
+        terms = [t for t in m.terms if t.category == category and t.bytes]
+        if not terms:
+            continue
+        subtotal = sum(t.bytes for t in terms if t.location == "accelerator")
+        row(Text(title, style="bold"), Text(_gib(subtotal), style="bold"), f"{subtotal / total_all:.0%}", "", "")
+        for t in terms:
+            name = t.name.split(": ", 1)[-1]
+            row(f"  {name}", _gib(t.bytes), f"{t.bytes / total_all:.0%}", t.location, t.source)
+    row("", "", "", "", "")
+    row(Text("Total on the accelerator", style="bold"), Text(_gib(plan.total_bytes), style="bold"), "", "", "")
+    if m.total("host"):
+        row("Held in host memory", _gib(m.total("host")), "", "host", "")
+    row("Usable capacity", _gib(r.usable_bytes), "", "", f"{dev.name}: capacity minus OS/driver reserve")
+    style = "green" if plan.fits else "red"
+    row(Text("Headroom", style=style), Text(_gib(plan.headroom_bytes), style=style), "", "", "")
+    console.print(table)
+    if plan.fits:
+        console.print(Text(f"✔ FITS with {format_bytes(plan.headroom_bytes)} to spare", style="bold green"))
+    else:
+        console.print(Text(f"✘ DOES NOT FIT: needs {format_bytes(plan.total_bytes)}, {format_bytes(r.usable_bytes)} usable "
+                           f"(short by {format_bytes(-plan.headroom_bytes)})", style="bold red"))
+    ctx_line = (f"{format_context(plan.max_context)} ({plan.max_context:,} tokens)" if plan.max_context > 0
+                else "none (even one token does not fit)")
+    console.print(f"Largest context that fits (batch {r.batch}): {ctx_line}")
+    console.print(f"Largest batch at {format_context(r.ctx)}: {plan.max_batch}")
+    if not plan.fits:
+        if plan.suggested_quant:
+            console.print(f"Smallest-loss quantization that fits at {format_context(r.ctx)}: [bold]{plan.suggested_quant}[/bold]"
+                          f"  (g4sim plan ... --quant {plan.suggested_quant})")
+        else:
+            console.print("No weight format fits at this context and batch: lower --ctx or --batch, or a quantized --kv-dtype.")
+    for name, section in plan.sections:
+        render = getattr(section, "render", None)
+        if render:
+            render(console)
+    console.print(Text("All figures computed by g4sim's analytic model (not measured).", style="dim"))
