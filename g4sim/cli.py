@@ -201,6 +201,43 @@ def gpus(as_json: bool = typer.Option(False, "--json", help="Machine-readable ou
     console.print(table)
 
 
+@app.command()
+def generate(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="HF-format directory: config.json + safetensors."),
+    prompt_ids: str = typer.Option(..., "--prompt-ids", help="Comma-separated token ids, e.g. 2,651,1234."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32, bf16 or fp16."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Run g4sim's own Gemma 4 on a checkpoint and print the generated token ids."""
+    try:
+        ids = [int(x) for x in prompt_ids.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--prompt-ids {prompt_ids!r} must be comma-separated integers") from None
+    if not ids:
+        raise UserError("--prompt-ids is empty")
+    import torch
+
+    from g4sim.model import CheckpointError, Gemma4ForCausalLM
+    from g4sim.model.generate import generate as run_generate
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype not in dtypes:
+        raise unknown_choice("dtype", dtype, dtypes)
+    try:
+        model = Gemma4ForCausalLM.from_pretrained(checkpoint, dtype=dtypes[dtype], device=device)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from exc
+    if max(ids) >= model.spec.vocab_size:
+        raise UserError(f"token id {max(ids)} is outside the vocabulary (size {model.spec.vocab_size})")
+    out = run_generate(model, torch.tensor([ids], device=device), max_new_tokens, temperature=temperature,
+                       top_k=top_k, seed=seed)
+    typer.echo(",".join(str(i) for i in out[0, len(ids):].tolist()))
+
+
 # ---- entry point -----------------------------------------------------------------
 
 def _click_exception_types() -> dict[str, tuple[type, ...]]:

@@ -103,3 +103,16 @@ def test_greedy_generation_matches_reference(pair):
         expected = ref.generate(prompt, max_new_tokens=20, do_sample=False, min_new_tokens=20)
     got = generate(ours, prompt, max_new_tokens=20)
     assert got.tolist() == expected.tolist()
+
+
+def test_generate_command_prints_the_reference_tokens(pair, tmp_path, capsys):
+    from g4sim.cli import main
+
+    spec, ref, ours = pair
+    ref.save_pretrained(tmp_path)
+    with torch.no_grad():
+        expected = ref.generate(torch.tensor([[3, 14, 15]]), max_new_tokens=5, do_sample=False, min_new_tokens=5)
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--checkpoint", str(tmp_path), "--prompt-ids", "3,14,15", "--max-new-tokens", "5"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == ",".join(map(str, expected[0, 3:].tolist()))
