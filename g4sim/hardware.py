@@ -40,6 +40,7 @@ class Efficiency:
     prefill_compute: float  # achieved fraction of peak FLOP/s in prefill
     decode_bandwidth: float  # achieved fraction of memory bandwidth in decode
     provenance: str
+    by_dtype: dict[str, tuple[float, float]] | None = None  # calibrated per compute dtype, where measured
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,17 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
             raise _fail(path, f"efficiency.{key}", f"must be a fraction in (0, 1], got {value!r}")
     if not isinstance(eff.get("provenance"), str) or not eff["provenance"]:
         raise _fail(path, "efficiency.provenance", "must say where the efficiencies come from")
+    by_dtype = {}
+    for dtype, pair in (eff.get("by_dtype") or {}).items():
+        if dtype not in DTYPES or not isinstance(pair, dict):
+            raise _fail(path, f"efficiency.by_dtype.{dtype}", f"must be a dtype ({', '.join(DTYPES)}) mapping")
+        values = []
+        for key in ("prefill_compute", "decode_bandwidth"):
+            value = pair.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise _fail(path, f"efficiency.by_dtype.{dtype}.{key}", f"must be a fraction in (0, 1], got {value!r}")
+            values.append(float(value))
+        by_dtype[dtype] = (values[0], values[1])
     if not data["sources"] or not all(isinstance(s, str) and s for s in data["sources"]):
         raise _fail(path, "sources", "must list at least one source for the numbers")
     frac = data.get("usable_memory_fraction", 1.0)
@@ -172,7 +184,8 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
         name=data["name"], display_name=data["display_name"], kind=data["kind"], vendor=data["vendor"],
         memory_bytes=int(data["memory_bytes"]), memory_bandwidth_bytes_per_s=float(data["memory_bandwidth_bytes_per_s"]),
         peak_flops=flops, unified_memory=data["unified_memory"],
-        efficiency=Efficiency(float(eff["prefill_compute"]), float(eff["decode_bandwidth"]), eff["provenance"]),
+        efficiency=Efficiency(float(eff["prefill_compute"]), float(eff["decode_bandwidth"]), eff["provenance"],
+                              by_dtype or None),
         sources=tuple(data["sources"]), memory_type=data.get("memory_type", ""), interconnect=interconnect,
         usable_memory_fraction=float(frac), reserved_memory_bytes=int(data.get("reserved_memory_bytes", 0)),
         published=tuple(published), notes=data.get("notes", ""), path=str(path),

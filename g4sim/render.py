@@ -80,3 +80,27 @@ def render_plan(plan: Plan, console: Console) -> None:
         if render:
             render(console)
     console.print(Text("All figures computed by g4sim's analytic model (not measured).", style="dim"))
+
+
+def render_validation(checks, summary_rows, console: Console) -> None:
+    """Per-row predicted vs measured, then the summary per figure."""
+    detail = Table(title="Predicted (analytic) vs measured, per component", title_justify="left", box=None,
+                   header_style="bold", pad_edge=False)
+    for col in ("configuration", "figure", "predicted", "measured", "error", "tolerance", ""):
+        detail.add_column(col, justify="left" if col in ("configuration", "figure", "") else "right")
+    for c in checks:
+        fmt = (lambda v: f"{v / 2**20:,.1f} MiB") if c.figure.endswith("bytes") else (lambda v: f"{v:,.1f} tok/s")
+        tol = "reported" if c.tolerance is None else ("exact" if c.tolerance == 0 else f"±{c.tolerance:.0%}")
+        mark = Text("ok", style="green") if c.ok else Text("FAIL", style="bold red")
+        if c.calibration and c.tolerance is None and "tokens" in c.figure:
+            tol = "calib."
+        detail.add_row(c.config, c.figure, fmt(c.predicted), fmt(c.measured), f"{c.error:+.2%}", tol, mark)
+    console.print(detail)
+    table = Table(title="Validation summary", title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for col in ("figure", "rows", "held", "mean |error|", "worst", "tolerance", "failures"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    for r in summary_rows:
+        table.add_row(r["figure"], str(r["rows"]), str(r["held_to_tolerance"]), f"{r['mean_abs_error']:.2%}",
+                      f"{r['worst_error']:+.2%}", "exact" if r["tolerance"] == 0 else f"±{r['tolerance']:.0%}",
+                      str(r["failures"]))
+    console.print(table)

@@ -140,11 +140,16 @@ class TextSpec:
     def reduced(self, num_layers: int, num_kv_shared_layers: int | None = None) -> TextSpec:
         """The first ``num_layers`` layers at full width.
 
-        By default the KV-shared tail keeps the variant's proportion, rounded down
-        to whole periods so every shared layer still has a producer of its type.
+        By default the KV-shared tail keeps the variant's proportion, rounded to whole
+        periods so every shared layer still has a producer of its type.  Fewer layers than
+        one period keep the sliding prefix and close with one full layer, so both layer
+        types are still present (a "sampled" copy: layers 0..n-2 and a full layer).
         """
         if not 1 <= num_layers <= self.num_layers:
             raise SpecError(f"num_layers={num_layers} must be in [1, {self.num_layers}]")
+        if num_layers < self.period and num_layers > 1:
+            types = self.layer_types[: num_layers - 1] + (FULL,)
+            return replace(self, num_layers=num_layers, layer_types=types, num_kv_shared_layers=0)
         if num_kv_shared_layers is None:
             share = self.num_kv_shared_layers * num_layers / self.num_layers
             periods = round(share / self.period)

@@ -271,11 +271,11 @@ class Gemma4ForCausalLM(nn.Module):
             model = cls(text)
         model.to(dtype)
         if torch.device(device).type != "meta":
-            generator = torch.Generator(device="cpu").manual_seed(seed if seed is not None else 0)
+            generator = torch.Generator(device=device).manual_seed(seed if seed is not None else 0)
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     if p.ndim >= 2:
-                        p.copy_(torch.randn(p.shape, generator=generator) * init_std)
+                        p.normal_(0.0, init_std, generator=generator)  # in place: no full-size temporary
                     elif name.endswith("per_expert_scale") or name.endswith(".scale") or "norm" in name:
                         p.fill_(1.0)
         return model.eval()

@@ -1,0 +1,81 @@
+"""Fit a hardware profile's achieved efficiencies from its measurements, and write them back.
+
+Prefill efficiency = roofline time / measured time (the fraction of peak FLOP/s achieved); decode
+efficiency = (bytes per step / bandwidth) / measured step time (the fraction of bandwidth
+achieved).  Each is the geometric mean over the calibration rows of one compute dtype (float
+weights only), fitted on CALIBRATION_MODELS and validated on the others by ``g4sim validate``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+CALIBRATION_MODELS = {"e2b", "31b"}  # validated on e4b and 26b-a4b
+
+
+def fit(store: Path | None = None, device: str = "ci-cpu-2core",
+        models: set[str] = CALIBRATION_MODELS) -> dict[str, dict[str, float]]:
+    from g4sim.engines import get_engine
+    from g4sim.hardware import get_profile
+    from g4sim.measurements import load_store
+    from g4sim.throughput import compute_dtype, decode_step_bytes, decode_step_flop, prefill_flop, prefill_weight_bytes
+    from g4sim.validate import _weight_format, row_spec
+
+    frame = load_store(store)
+    frame = frame[(frame["status"] == "ok") & (frame["device"] == device) & frame["model"].isin(models)]
+    prof = get_profile(device)
+    samples: dict[str, dict[str, list[float]]] = {}
+    for _, row in frame.iterrows():
+        fmt = _weight_format(row)
+        if fmt not in ("fp32", "bf16", "fp16"):
+            continue
+        spec, dtype = row_spec(row), compute_dtype(fmt)
+        peak, bw = prof.flops(dtype), prof.memory_bandwidth_bytes_per_s
+        ctx, batch, steps = int(row["ctx"]), int(row["batch"]), int(row["decode_steps"])
+        p_roof = max(prefill_flop(spec, ctx, batch) / peak, prefill_weight_bytes(spec, fmt) / bw)
+        s = samples.setdefault(dtype, {"prefill": [], "decode": []})
+        s["prefill"].append(p_roof / float(row["prefill_seconds"]))
+        if steps:
+            step = float(row["decode_seconds"]) / steps
+            mid = ctx + steps // 2
+            d_bytes = decode_step_bytes(spec, mid, batch, fmt, "bf16" if fmt != "fp32" else "fp32", get_engine("g4sim"))
+            s["decode"].append(d_bytes / bw / step)
+    geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
+    return {dtype: {"prefill_compute": round(min(1.0, geo(v["prefill"])), 4),
+                    "decode_bandwidth": round(min(1.0, geo(v["decode"])), 4), "rows": len(v["prefill"])}
+            for dtype, v in samples.items() if v["prefill"] and v["decode"]}
+
+
+def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> Path:
+    """Rewrite the profile's efficiency block (keeping every other field) atomically."""
+    from g4sim.hardware import _load_all, get_profile, parse_profile
+
+    path = Path(get_profile(device).path)
+    data = yaml.safe_load(path.read_text())
+    eff = data["efficiency"]
+    eff["by_dtype"] = {d: {"prefill_compute": v["prefill_compute"], "decode_bandwidth": v["decode_bandwidth"]}
+                       for d, v in fitted.items()}
+    eff["provenance"] = note
+    parse_profile(data, path)  # refuse to write a profile that would not load
+    header = path.read_text().splitlines()[0] if path.read_text().startswith("#") else ""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        if header:
+            f.write(header + "\n")
+        yaml.safe_dump(data, f, sort_keys=False, width=120)
+    os.replace(tmp, path)
+    _load_all.cache_clear()
+    return path
+
+
+def calibration_note(fitted: dict[str, dict[str, float]], commit: str) -> str:
+    rows = sum(v["rows"] for v in fitted.values())
+    date = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    return (f"calibrated by `g4sim calibrate` on {date} at g4sim {commit} from {rows} measured rows of "
+            f"{', '.join(sorted(CALIBRATION_MODELS))} (reports/measurements); validated on the other variants")

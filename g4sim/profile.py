@@ -1,0 +1,246 @@
+"""Instrumented real forward passes of g4sim's model: measured memory and speed, stored with provenance.
+
+`g4sim profile` runs each model configuration in its own worker process (``python -m g4sim.profile``),
+so the memory baseline is clean and an out-of-memory kill costs one data point, never earlier rows.
+Per context the worker measures: parameter bytes resident, KV-cache bytes allocated (the cache's own
+report), the peak memory of prefill and of decode above the pre-model baseline, prefill time and
+tokens/s (= time to first token), and decode tokens/s.
+
+Peak memory, CPU: Linux's resident high-water mark (VmHWM), reset before each phase by writing 5 to
+/proc/self/clear_refs — exact and free, unlike a sampling thread.  CUDA: torch's allocator peaks
+(allocated and reserved, reset per phase) and the device's used memory from NVML, so the gap between
+allocator and device (context, fragmentation) is measured too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DTYPES = ("fp32", "bf16", "fp16")
+QUANTS = ("int8", "int4-g128")
+
+
+@dataclass(frozen=True)
+class ProfileRun:
+    model: str
+    contexts: tuple[int, ...]
+    dtype: str = "bf16"
+    device: str = "cpu"
+    layers: int | None = None
+    quant: str | None = None
+    batch: int = 1
+    decode_steps: int = 16
+    chunk: int | None = None
+    seed: int = 0
+    checkpoint: str | None = None
+    store: str | None = None
+    device_profile: str = "ci-cpu-2core"
+    command: str = ""
+    threads: int | None = None
+    skip: tuple[int, ...] = field(default=())
+
+    def spec(self):
+        from g4sim.spec import get_variant
+
+        spec = get_variant(self.model)
+        return spec.reduced(self.layers) if self.layers else spec
+
+
+# ---- memory probes -----------------------------------------------------------------
+
+def _status_kib(key: str) -> int:
+    m = re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(m.group(1)) * 1024 if m else 0
+
+
+def rss_bytes() -> int:
+    return _status_kib("VmRSS")
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+def peak_bytes() -> int:
+    return _status_kib("VmHWM")
+
+
+class CudaProbe:
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        except Exception:  # NVML unavailable: device-level columns stay empty
+            self.nvml = None
+
+    def reset(self) -> None:
+        self.torch.cuda.synchronize()
+        self.torch.cuda.reset_peak_memory_stats()
+
+    def read(self) -> dict[str, int]:
+        self.torch.cuda.synchronize()
+        out = {"allocated_peak_bytes": self.torch.cuda.max_memory_allocated(),
+               "reserved_peak_bytes": self.torch.cuda.max_memory_reserved()}
+        if self.nvml:
+            out["device_used_bytes"] = self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used
+        return out
+
+
+# ---- the worker -------------------------------------------------------------------------
+
+def _build(run: ProfileRun):
+    import torch
+
+    from g4sim.model import Gemma4ForCausalLM
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[run.dtype]
+    if run.checkpoint:
+        model = Gemma4ForCausalLM.from_pretrained(run.checkpoint, dtype=dtype, device=run.device)
+    else:
+        model = Gemma4ForCausalLM.from_spec(run.spec(), dtype=dtype, device=run.device, seed=run.seed)
+    if run.quant:
+        from g4sim.model.quant import quantize_weights
+
+        quantize_weights(model, run.quant)
+    return model
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+def worker(run: ProfileRun) -> None:
+    """Measure every context of ``run`` in this process and append one row per context."""
+    import torch
+
+    from g4sim.measurements import append_row, provenance, store_path
+    from g4sim.model import parameter_bytes
+
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    cuda = run.device.startswith("cuda")
+    probe = CudaProbe() if cuda else None
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    path = store_path(run.device_profile, Path(run.store) if run.store else None)
+    base = provenance(run.device_profile, run.command.split() if run.command else None)
+    spec = run.spec()
+    config = {"model": run.model, "layers": spec.text.num_layers, "layer_types": "".join(
+        "S" if t == "sliding_attention" else "F" for t in spec.text.layer_types),
+        "num_kv_shared_layers": spec.text.num_kv_shared_layers, "dtype": run.dtype, "quant": run.quant or "",
+        "batch": run.batch, "decode_steps": run.decode_steps, "chunk": run.chunk or 0, "engine": "g4sim",
+        "torch_device": run.device, "checkpoint": run.checkpoint or ""}
+
+    baseline = rss_bytes()
+    if probe:
+        probe.reset()
+    model = _build(run)
+    resident = (probe.read()["allocated_peak_bytes"] if probe else rss_bytes() - baseline)
+    params = parameter_bytes(model)
+    warm = torch.zeros(run.batch, 8, dtype=torch.long, device=run.device)
+    model(warm, cache=model.new_cache(run.batch, 8))  # first-call kernel selection stays out of the timings
+    for ctx in run.contexts:
+        if ctx in run.skip:
+            continue
+        row: dict[str, Any] = {**base, **config, "ctx": ctx, "cache_context": ctx + run.decode_steps,
+                               "param_bytes": params, "param_resident_bytes": resident}
+        try:
+            ids = torch.randint(0, spec.text.vocab_size, (run.batch, ctx),
+                                generator=torch.Generator().manual_seed(run.seed)).to(run.device)
+            (probe.reset() if probe else reset_peak())
+            cache = model.new_cache(run.batch, ctx + run.decode_steps)
+            sync()
+            start = time.perf_counter()
+            logits = model(ids, cache=cache, prefill_chunk=run.chunk)
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            sync()
+            prefill_s = time.perf_counter() - start
+            prefill_mem = probe.read() if probe else {"peak_bytes": peak_bytes() - baseline}
+            (probe.reset() if probe else reset_peak())
+            start = time.perf_counter()
+            for step in range(run.decode_steps):
+                token = model(token, cache=cache, start=ctx + step)[:, -1].argmax(-1, keepdim=True)
+            sync()
+            decode_s = time.perf_counter() - start
+            decode_mem = probe.read() if probe else {"peak_bytes": peak_bytes() - baseline}
+            row.update(status="ok", kv_bytes=cache.nbytes(), prefill_seconds=prefill_s, ttft_seconds=prefill_s,
+                       prefill_tokens_per_s=run.batch * ctx / prefill_s, decode_seconds=decode_s,
+                       decode_tokens_per_s=run.batch * run.decode_steps / decode_s if run.decode_steps else "")
+            row.update({f"prefill_{k}": v for k, v in prefill_mem.items()})
+            row.update({f"decode_{k}": v for k, v in decode_mem.items()})
+            del cache, logits, ids
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_oom(exc):
+                raise
+            row.update(status="oom", error=str(exc).splitlines()[0][:200])
+        append_row(path, row)
+        print(json.dumps({"ctx": ctx, "status": row["status"]}), flush=True)
+
+
+def worker_env() -> dict[str, str]:
+    """glibc's mmap threshold fixed at 64 KiB: freed tensors go back to the OS at once, so the
+    resident high-water mark tracks live tensors rather than heap the allocator kept (which
+    otherwise adds tens of MiB that depend on allocation history, not on the model)."""
+    import os
+
+    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+# ---- the orchestrator -------------------------------------------------------------------------
+
+def profile(runs: list[ProfileRun], *, progress: bool = True) -> list[str]:
+    """Run each configuration in a worker process; a killed worker records OOM and the sweep goes on."""
+    from rich.progress import Progress
+
+    from g4sim.measurements import append_row, provenance, store_path
+
+    outcomes: list[str] = []
+    total = sum(len(r.contexts) for r in runs)
+    with Progress(disable=not progress, transient=False) as bar:
+        task = bar.add_task("profiling", total=total)
+        for run in runs:
+            done: list[int] = []
+            pending = list(run.contexts)
+            while pending:
+                bar.update(task, description=f"{run.model} {run.dtype}{'/' + run.quant if run.quant else ''} "
+                                             f"ctx {pending[0]}")
+                sub = replace(run, skip=tuple(done))
+                proc = subprocess.Popen([sys.executable, "-m", "g4sim.profile", json.dumps(asdict(sub))],
+                                        stdout=subprocess.PIPE, text=True, env=worker_env())
+                for line in proc.stdout:
+                    if line.startswith("{"):
+                        event = json.loads(line)
+                        done.append(event["ctx"])
+                        outcomes.append(f"{run.model} ctx {event['ctx']}: {event['status']}")
+                        bar.advance(task)
+                proc.wait()
+                pending = [c for c in run.contexts if c not in done]
+                if proc.returncode != 0 and pending:  # killed (e.g. by the OOM killer) at pending[0]
+                    ctx = pending[0]
+                    row = {**provenance(run.device_profile, run.command.split() if run.command else None),
+                           "model": run.model, "dtype": run.dtype, "quant": run.quant or "", "ctx": ctx,
+                           "batch": run.batch, "status": "oom", "error": f"worker exited with {proc.returncode}"}
+                    append_row(store_path(run.device_profile, Path(run.store) if run.store else None), row)
+                    done.append(ctx)
+                    outcomes.append(f"{run.model} ctx {ctx}: oom (worker exit {proc.returncode})")
+                    bar.advance(task)
+                    pending = pending[1:]
+    return outcomes
+
+
+if __name__ == "__main__":
+    args = json.loads(sys.argv[1])
+    args["contexts"], args["skip"] = tuple(args["contexts"]), tuple(args.get("skip", ()))
+    worker(ProfileRun(**args))

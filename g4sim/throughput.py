@@ -1,0 +1,230 @@
+"""Throughput: prefill is compute-bound, decode is bandwidth-bound; every prediction beside its roofline.
+
+Units are in the names: flop, bytes, seconds, tokens_per_s.  For a device with peak ``P`` FLOP/s
+and bandwidth ``W`` bytes/s, a phase that performs ``F`` FLOP and moves ``B`` bytes takes at least
+``max(F / P, B / W)`` (the roofline bound); the prediction divides by the achieved fractions
+(``efficiency`` in the hardware profile, calibrated where measured), so it can never beat the bound.
+
+FLOP counts (2 per multiply-add): every matmul weight an active token touches — attention and MLP
+projections, the top-k share of the experts, router, PLE projections — plus attention scores and
+values (sliding layers attend to at most the window), plus the tied LM head for each position whose
+logits are kept.  Embedding-table lookups cost no FLOPs.  KV-shared layers run only for the kept
+positions in prefill (they write no cache; transformers' ``_maybe_slice_kv_shared_inputs`` and
+g4sim's model both skip them).
+
+Bytes per decode step: every weight read once (the tied embedding once more as the LM head), the
+experts the batch actually touches — ``E (1 - (1 - k/E)^B)`` per layer for B tokens choosing k of E
+uniformly and independently (the probability an expert is missed by one token is 1 - k/E) — one
+embedding / PLE row per sequence, and the KV cache each layer reads (shared layers re-read theirs).
+No torch import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from g4sim.analytic.memory import kv_bytes_per_cell
+from g4sim.analytic.quant import get_kv_dtype, get_quant
+from g4sim.analytic.tensors import quant_context, text_tensors
+from g4sim.engines import Engine, get_engine
+from g4sim.hardware import HardwareProfile
+from g4sim.spec import ModelSpec, TextSpec
+
+_MATMUL_KINDS = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "router", "other"}
+
+
+def compute_dtype(quant: str) -> str:
+    """Weight-only formats compute in 16-bit activations; fp32 weights compute in fp32."""
+    name = get_quant(quant).name
+    return {"fp32": "fp32", "fp16": "fp16", "fp8": "fp8"}.get(name, "bf16")
+
+
+def expected_distinct_experts(num_experts: int, top_k: int, tokens: int) -> float:
+    """Expected number of experts hit by ``tokens`` tokens each routing to top_k of num_experts (uniform)."""
+    return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
+
+
+def _layer_matmul_params(t: TextSpec) -> dict[int, tuple[int, int]]:
+    """Per layer: (dense matmul params, routed-expert params of ONE expert)."""
+    out: dict[int, list[int]] = {i: [0, 0] for i in range(t.num_layers)}
+    for x in text_tensors(t):
+        if x.layer < 0 or x.kind not in _MATMUL_KINDS:
+            continue
+        if x.component == "experts":
+            out[x.layer][1] += x.rows * x.cols
+        else:
+            out[x.layer][0] += x.numel
+    return {i: (d, e) for i, (d, e) in out.items()}
+
+
+def _attention_flop(t: TextSpec, layer: int, kv_len: float) -> float:
+    return 4.0 * t.num_heads * t.head_dim_of(layer) * kv_len  # QK^T and PV, per query token
+
+
+def _sum_kv_len(t: TextSpec, layer: int, start: int, n: int) -> float:
+    """Sum over query positions start..start+n-1 of the keys attended (causal, window on sliding layers)."""
+    def causal(m: int) -> float:  # sum_{p=0}^{m-1} (p + 1)
+        return m * (m + 1) / 2
+
+    if not t.is_sliding(layer):
+        return causal(start + n) - causal(start)
+    w = t.sliding_window
+
+    def capped(m: int) -> float:  # sum_{p=0}^{m-1} min(p + 1, w)
+        return causal(min(m, w)) + max(0, m - w) * w
+
+    return capped(start + n) - capped(start)
+
+
+def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1) -> float:
+    t = spec.text
+    per_layer = _layer_matmul_params(t)
+    flop = 0.0
+    for i in range(t.num_layers):
+        dense, one_expert = per_layer[i]
+        tokens = kept if t.is_kv_shared(i) else ctx
+        matmul = dense + t.top_k_experts * one_expert
+        attn = _sum_kv_len(t, i, ctx - tokens, tokens)
+        flop += batch * (2.0 * matmul * tokens + 4.0 * t.num_heads * t.head_dim_of(i) * attn)
+    if t.has_ple:  # the model-level PLE projection runs for every prompt token
+        flop += batch * 2.0 * t.hidden_size * t.num_layers * t.hidden_size_per_layer_input * ctx
+    return flop + batch * 2.0 * t.hidden_size * t.vocab_size * kept
+
+
+def _weight_bytes_by_layer(spec: ModelSpec, quant: str) -> tuple[dict[int, tuple[int, int]], int, int]:
+    """(per layer: dense bytes, bytes of ONE expert), LM-head bytes, global non-table bytes."""
+    fmt, qc = get_quant(quant), quant_context(spec.text)
+    per_layer: dict[int, list[int]] = {i: [0, 0] for i in range(spec.text.num_layers)}
+    lm_head = glob = 0
+    for x in text_tensors(spec.text):
+        b = fmt.tensor_bytes(x, qc)
+        if x.kind == "token_embd":
+            lm_head += b  # tied: the whole table is read as the LM head every step
+        elif x.kind == "ple_table":
+            continue  # one row per token, counted separately
+        elif x.layer < 0:
+            glob += b
+        elif x.component == "experts":
+            per_layer[x.layer][1] += b // spec.text.num_experts
+        else:
+            per_layer[x.layer][0] += b
+    return {i: (d, e) for i, (d, e) in per_layer.items()}, lm_head, glob
+
+
+def decode_step_bytes(spec: ModelSpec, ctx: int, batch: int, quant: str, kv_dtype: str, engine: Engine) -> float:
+    """Bytes moved by one decode step of ``batch`` sequences whose caches hold ``ctx`` positions."""
+    t = spec.text
+    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant)
+    experts_hit = expected_distinct_experts(t.num_experts, t.top_k_experts, batch) if t.enable_moe_block else 0.0
+    weights = glob + lm_head + sum(d + experts_hit * e for d, e in per_layer.values())
+    row = get_quant(quant).high_precision_bytes if get_quant(quant).family != "gguf" else 2
+    rows = batch * t.hidden_size * row
+    if t.has_ple:
+        rows += batch * t.num_layers * t.hidden_size_per_layer_input * row
+    dt = get_kv_dtype(kv_dtype)
+    kv = 0.0
+    for i in range(t.num_layers):
+        src = t.kv_source_layer(i)
+        kv += batch * engine.kv_cells(t, src, ctx) * kv_bytes_per_cell(t, src, dt)
+    return weights + rows + kv
+
+
+def decode_step_flop(spec: ModelSpec, ctx: int, batch: int) -> float:
+    t = spec.text
+    per_layer = _layer_matmul_params(t)
+    flop = 0.0
+    for i in range(t.num_layers):
+        dense, one_expert = per_layer[i]
+        kv_len = min(ctx, t.sliding_window) if t.is_sliding(i) else ctx
+        flop += batch * (2.0 * (dense + t.top_k_experts * one_expert) + _attention_flop(t, i, kv_len))
+    if t.has_ple:
+        flop += batch * 2.0 * t.hidden_size * t.num_layers * t.hidden_size_per_layer_input
+    return flop + batch * 2.0 * t.hidden_size * t.vocab_size
+
+
+def prefill_weight_bytes(spec: ModelSpec, quant: str) -> float:
+    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant)
+    return glob + lm_head + sum(d + spec.text.num_experts * e for d, e in per_layer.values())
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Predicted speeds (efficiency-scaled) beside their roofline bounds (efficiency 1)."""
+
+    prefill_tokens: int
+    batch: int
+    prefill_flop: float
+    prefill_seconds: float
+    prefill_seconds_roofline: float
+    decode_step_bytes: float
+    decode_step_flop: float
+    decode_step_seconds: float
+    decode_step_seconds_roofline: float
+    decode_bound: str  # "bandwidth" or "compute"
+    compute_dtype: str
+    efficiency_provenance: str
+
+    @property
+    def ttft_seconds(self) -> float:
+        return self.prefill_seconds
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.batch * self.prefill_tokens / self.prefill_seconds
+
+    @property
+    def prefill_tokens_per_s_roofline(self) -> float:
+        return self.batch * self.prefill_tokens / self.prefill_seconds_roofline
+
+    @property
+    def decode_tokens_per_s_per_sequence(self) -> float:
+        return 1.0 / self.decode_step_seconds
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return self.batch / self.decode_step_seconds
+
+    @property
+    def decode_tokens_per_s_roofline(self) -> float:
+        return self.batch / self.decode_step_seconds_roofline
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(ttft_seconds=self.ttft_seconds, prefill_tokens_per_s=self.prefill_tokens_per_s,
+                 prefill_tokens_per_s_roofline=self.prefill_tokens_per_s_roofline,
+                 decode_tokens_per_s_per_sequence=self.decode_tokens_per_s_per_sequence,
+                 decode_tokens_per_s=self.decode_tokens_per_s, decode_tokens_per_s_roofline=self.decode_tokens_per_s_roofline,
+                 provenance="predicted (analytic model x hardware-profile efficiencies)")
+        return d
+
+
+def efficiencies(device: HardwareProfile, dtype: str) -> tuple[float, float, str]:
+    """(prefill compute efficiency, decode bandwidth efficiency, provenance) for a compute dtype."""
+    eff = device.efficiency
+    by_dtype = eff.by_dtype.get(dtype) if eff.by_dtype else None
+    if by_dtype:
+        return by_dtype[0], by_dtype[1], eff.provenance
+    return eff.prefill_compute, eff.decode_bandwidth, eff.provenance
+
+
+def predict(spec: ModelSpec, device: HardwareProfile, *, ctx: int, batch: int = 1, quant: str = "bf16",
+            kv_dtype: str = "bf16", engine: str | Engine = "transformers", kept: int = 1) -> Throughput:
+    """Prefill ``ctx`` prompt tokens for ``batch`` sequences, then one decode step at that length."""
+    eng = get_engine(engine) if isinstance(engine, str) else engine
+    dtype = compute_dtype(quant)
+    peak, bw = device.flops(dtype), device.memory_bandwidth_bytes_per_s
+    eff_p, eff_d, provenance = efficiencies(device, dtype)
+    p_flop = prefill_flop(spec, ctx, batch, kept)
+    p_bytes = prefill_weight_bytes(spec, quant)
+    d_bytes = decode_step_bytes(spec, ctx, batch, quant, kv_dtype, eng)
+    d_flop = decode_step_flop(spec, ctx, batch)
+    d_bw, d_compute = d_bytes / (bw * eff_d), d_flop / (peak * eff_p)
+    return Throughput(
+        prefill_tokens=ctx, batch=batch, prefill_flop=p_flop,
+        prefill_seconds=max(p_flop / (peak * eff_p), p_bytes / (bw * eff_d)),
+        prefill_seconds_roofline=max(p_flop / peak, p_bytes / bw),
+        decode_step_bytes=d_bytes, decode_step_flop=d_flop, decode_step_seconds=max(d_bw, d_compute),
+        decode_step_seconds_roofline=max(d_bytes / bw, d_flop / peak),
+        decode_bound="bandwidth" if d_bw >= d_compute else "compute", compute_dtype=dtype,
+        efficiency_provenance=provenance,
+    )
