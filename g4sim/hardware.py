@@ -55,6 +55,8 @@ class PublishedMeasurement:
     batch: int = 1
     device_note: str = ""
     memory_gib: float | None = None
+    engine_version: str = ""  # release, tag or commit where the source gives one
+    date: str = ""  # when the figure was published (ISO date where known)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,12 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
             raise _fail(path, f"published[{i}]", f"is malformed ({exc})") from exc
         if not published[-1].source:
             raise _fail(path, f"published[{i}].source", "is empty: a published figure needs its source")
+        rates = {k: getattr(published[-1], k) for k in ("prefill_tokens_per_s", "decode_tokens_per_s")}
+        if all(v is None for v in rates.values()):
+            raise _fail(path, f"published[{i}]", "gives neither prefill_tokens_per_s nor decode_tokens_per_s")
+        for key, value in rates.items():
+            if value is not None:
+                _positive(path, f"published[{i}].{key}", value)
     return HardwareProfile(
         name=data["name"], display_name=data["display_name"], kind=data["kind"], vendor=data["vendor"],
         memory_bytes=int(data["memory_bytes"]), memory_bandwidth_bytes_per_s=float(data["memory_bandwidth_bytes_per_s"]),

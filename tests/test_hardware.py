@@ -65,6 +65,10 @@ def _write(tmp_path, name, mutate):
     ("efficiency.decode_bandwidth", lambda d: d["efficiency"].update(decode_bandwidth=1.5)),
     ("colour", lambda d: d.update(colour="green")),
     ("unified_memory", lambda d: d.update(unified_memory="yes")),
+    ("published[0].source", lambda d: d["published"][0].update(source="")),
+    ("published[0].decode_tokens_per_s", lambda d: d["published"][0].update(decode_tokens_per_s=-3.0)),
+    ("published[0]", lambda d: d["published"][0].update(prefill_tokens_per_s=None, decode_tokens_per_s=None)),
+    ("published[0]", lambda d: d["published"][0].update(tokens_per_watt=1.0)),
 ])
 def test_malformed_profile_names_file_and_field(tmp_path, field, mutate):
     path = _write(tmp_path, "bad-gpu", mutate)
@@ -81,3 +85,17 @@ def test_user_profile_directory(tmp_path, monkeypatch):
     hardware._load_all.cache_clear()
     assert get_profile("my-gpu").memory_bytes == 24 * 2**30
     hardware._load_all.cache_clear()
+
+
+def test_published_measurements_are_cited_with_engine_and_model():
+    from g4sim.spec import VARIANTS
+
+    found = {name: prof.published for name, prof in load_profiles().items() if prof.published}
+    # The figures found and read (see each profile's published: list); the seeds' Raspberry Pi 5 figure among them.
+    assert {"rpi5-8gb", "rpi5-16gb", "rtx4090", "rtx3090", "rtx5090", "jetson-orin-nano-8gb"} <= set(found)
+    for items in found.values():
+        for m in items:
+            assert m.engine and m.model in VARIANTS and m.quant and m.source and m.date
+            assert (m.prefill_tokens_per_s or 0) > 0 or (m.decode_tokens_per_s or 0) > 0
+    litert = get_profile("rpi5-16gb").published[0]
+    assert (litert.engine, litert.model, litert.prefill_tokens_per_s) == ("LiteRT-LM", "e2b", 133.0)
