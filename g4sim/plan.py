@@ -42,7 +42,7 @@ class PlanRequest:
 
     @property
     def usable_bytes(self) -> int:
-        return self.device.usable_memory_bytes
+        return self.engine.usable_bytes(self.device.usable_memory_bytes)
 
     def fits(self, **changes: Any) -> bool:
         return self.memory(**changes).total("accelerator") <= self.usable_bytes
@@ -107,8 +107,14 @@ def smallest_loss_quant(req: PlanRequest) -> str | None:
 
 
 def make_plan(req: PlanRequest) -> Plan:
+    from g4sim.launch import launch_command
+    from g4sim.throughput import predict
+
     memory = req.memory()
     fits = memory.total("accelerator") <= req.usable_bytes
+    speed = predict(req.spec, req.device, ctx=req.ctx, batch=req.batch, quant=req.quant, kv_dtype=req.kv_dtype,
+                    engine=req.engine)
+    command = launch_command(req) if fits else None
     return Plan(
         request=req,
         params=count_params(req.spec, vision=req.vision, audio=req.audio),
@@ -116,6 +122,7 @@ def make_plan(req: PlanRequest) -> Plan:
         max_context=max_context(req),
         max_batch=max_batch(req) if fits else 0,
         suggested_quant=None if fits else smallest_loss_quant(req),
+        sections=(("throughput", speed), ("launch_command", command)),
     )
 
 
@@ -146,5 +153,5 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "max_context_tokens": plan.max_context,
         "max_batch": plan.max_batch,
         "suggested_quant": plan.suggested_quant,
-        **{name: value for name, value in plan.sections},
+        **{name: (value.to_dict() if hasattr(value, "to_dict") else value) for name, value in plan.sections},
     }

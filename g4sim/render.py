@@ -75,10 +75,20 @@ def render_plan(plan: Plan, console: Console) -> None:
                           f"  (g4sim plan ... --quant {plan.suggested_quant})")
         else:
             console.print("No weight format fits at this context and batch: lower --ctx or --batch, or a quantized --kv-dtype.")
-    for name, section in plan.sections:
-        render = getattr(section, "render", None)
-        if render:
-            render(console)
+    sections = dict(plan.sections)
+    speed = sections.get("throughput")
+    if speed is not None:
+        console.print(Text.assemble(
+            ("Speed (predicted, ", "bold"), (f"{speed.efficiency_provenance.split(':')[0]} efficiencies", "bold"),
+            ("): ", "bold"),
+            f"time to first token {speed.ttft_seconds:,.2f} s  ·  prefill {speed.prefill_tokens_per_s:,.0f} tok/s "
+            f"(roofline {speed.prefill_tokens_per_s_roofline:,.0f})  ·  decode {speed.decode_tokens_per_s_per_sequence:,.1f} "
+            f"tok/s per sequence, {speed.decode_tokens_per_s:,.1f} aggregate (roofline "
+            f"{speed.decode_tokens_per_s_roofline:,.1f}, {speed.decode_bound}-bound)"))
+    command = sections.get("launch_command")
+    if command:
+        console.print(Text("Launch it:", style="bold"))
+        console.print(command, markup=False, highlight=False)
     console.print(Text("All figures computed by g4sim's analytic model (not measured).", style="dim"))
 
 
@@ -104,3 +114,23 @@ def render_validation(checks, summary_rows, console: Console) -> None:
                       f"{r['worst_error']:+.2%}", "exact" if r["tolerance"] == 0 else f"±{r['tolerance']:.0%}",
                       str(r["failures"]))
     console.print(table)
+
+
+def render_check(diffs, console: Console) -> None:
+    """Changed figures in full; unchanged ones counted."""
+    changed = [d for d in diffs if d.verdict != "same"]
+    table = Table(title="g4sim check: figures that moved", title_justify="left", box=None, header_style="bold",
+                  pad_edge=False)
+    for col in ("configuration", "figure", "baseline", "now", "change", "tolerance", "verdict"):
+        table.add_column(col, justify="left" if col in ("configuration", "figure", "verdict") else "right")
+    for d in changed:
+        style = "bold red" if d.verdict == "regression" else "green"
+        table.add_row(d.config, d.figure, f"{d.baseline:,.0f}", f"{d.now:,.0f}", f"{d.change:+.3%}",
+                      f"{d.tolerance:.1%}", Text(d.verdict, style=style))
+    if changed:
+        console.print(table)
+    regressions = sum(d.verdict == "regression" for d in diffs)
+    improvements = sum(d.verdict == "improvement" for d in diffs)
+    style = "bold red" if regressions else "bold green"
+    console.print(Text(f"{len(diffs)} figures checked: {regressions} regressions, {improvements} improvements, "
+                       f"{len(diffs) - len(changed)} unchanged", style=style))

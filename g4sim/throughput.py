@@ -22,6 +22,7 @@ No torch import.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 from g4sim.analytic.memory import kv_bytes_per_cell
 from g4sim.analytic.quant import get_kv_dtype, get_quant
@@ -44,6 +45,7 @@ def expected_distinct_experts(num_experts: int, top_k: int, tokens: int) -> floa
     return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
 
 
+@lru_cache(maxsize=256)
 def _layer_matmul_params(t: TextSpec) -> dict[int, tuple[int, int]]:
     """Per layer: (dense matmul params, routed-expert params of ONE expert)."""
     out: dict[int, list[int]] = {i: [0, 0] for i in range(t.num_layers)}
@@ -91,6 +93,7 @@ def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1) -> fl
     return flop + batch * 2.0 * t.hidden_size * t.vocab_size * kept
 
 
+@lru_cache(maxsize=256)
 def _weight_bytes_by_layer(spec: ModelSpec, quant: str) -> tuple[dict[int, tuple[int, int]], int, int]:
     """(per layer: dense bytes, bytes of ONE expert), LM-head bytes, global non-table bytes."""
     fmt, qc = get_quant(quant), quant_context(spec.text)

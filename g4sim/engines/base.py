@@ -44,6 +44,10 @@ class Engine:
     allocator_reserve_fraction: float = 0.05  # caching-allocator slack over KV + activations
     host_runtime_bytes: int = 0  # resident runtime on CPU-only devices (interpreter, libraries)
 
+    def usable_bytes(self, device_bytes: int) -> int:
+        """Of the device's usable memory, what this engine lets a deployment use."""
+        return device_bytes
+
     # ---- weights -------------------------------------------------------------
     def placement(self, component: str) -> Location:
         if component == "ple_table":

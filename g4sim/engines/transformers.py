@@ -49,11 +49,33 @@ class TransformersEngine(Engine):
         return concat + expanded + mask
 
 
+# Transient bytes per element when g4sim.model.quant dequantizes a weight on the fly:
+# int8 `(q.float() * scale).to(dtype)` holds two fp32 copies at its peak; int4 unpacking holds the
+# padded fp32 codes, their scaled copy and the shifted sum (three fp32 copies).
+DEQUANT_BYTES_PER_ELEMENT = {"int": 8, "int4": 12}
+
+
 @dataclass(frozen=True)
 class G4simEngine(Engine):
     name: ClassVar[str] = "g4sim"
     description: ClassVar[str] = "g4sim's own PyTorch runtime (what `g4sim profile` measures)"
     cuda_context_bytes: int = 512 * 2**20
+
+    def activation_terms(self, t: TextSpec, *, ctx: int, batch: int, quant: str, prefill_chunk: int | None):
+        from g4sim.analytic.memory import MemoryTerm
+        from g4sim.analytic.quant import get_quant
+        from g4sim.analytic.tensors import text_tensors
+
+        terms = super().activation_terms(t, ctx=ctx, batch=batch, quant=quant, prefill_chunk=prefill_chunk)
+        fmt = get_quant(quant)
+        if fmt.family == "int":  # weight-only int8 / int4: one matrix (or one expert) dequantized at a time
+            per = DEQUANT_BYTES_PER_ELEMENT["int4" if fmt.linear_bits == 4 else "int"]
+            largest = max(x.rows * x.cols for x in text_tensors(t)
+                          if x.kind.startswith(("attn_", "ffn_")))
+            terms.append(MemoryTerm("activations: dequantization workspace", "activations", largest * per,
+                                    "accelerator", f"largest quantized matrix {largest:,} elements x {per} B "
+                                    "(fp32 copies while dequantizing on the fly)"))
+        return terms
 
     def attention_workspace(self, t: TextSpec, layer: int, chunk: int, kv_len: int, batch: int, a: int) -> int:
         hd, kvh = t.head_dim_of(layer), t.kv_heads(layer)

@@ -1,0 +1,79 @@
+"""vLLM and llama.cpp allocation rules, hand-computed from the cited sources."""
+
+from __future__ import annotations
+
+import pytest
+
+from g4sim.analytic import estimate_memory
+from g4sim.engines import get_engine
+from g4sim.spec import get_variant
+
+MOE = get_variant("26b-a4b")
+
+
+def test_vllm_sliding_layers_reserve_window_plus_batched_tokens():
+    eng = get_engine("vllm")
+    t = MOE.text
+    # sliding page 16 x 8 heads x 256 x 2 (K,V) x 2 B = 128 KiB; full 2 x 512: half -> full blocks hold 32 tokens
+    assert eng.kv_cells(t, 0, 262144) == (-(-(1024 - 1 + 2048) // 16) + 1) * 16 == 3088
+    assert eng.kv_cells(t, 5, 262144) == 262144
+    assert eng.kv_cells(t, 5, 1000) == 1024  # cdiv(1000, 32) x 32
+    assert eng.kv_cells(t, 0, 1000) == (-(-1000 // 16) + 1) * 16  # capped at max_model_len
+
+
+def test_vllm_budget_is_utilization_of_capacity():
+    assert get_engine("vllm").usable_bytes(1000) == 900
+    assert get_engine("vllm", gpu_memory_utilization=0.5).usable_bytes(1000) == 500
+
+
+def test_llamacpp_context_padding_and_swa_rule():
+    eng = get_engine("llamacpp")
+    t = MOE.text
+    assert eng.n_ctx(1000) == 1024 and eng.n_ctx(1024) == 1024 and eng.n_ctx(1025) == 1280
+    # pad256(min(n_ctx, n_swa * 1 + n_ubatch)) = pad256(min(262144, 1024 + 512)) = 1536
+    assert eng.kv_cells(t, 0, 262144) == 1536
+    assert eng.kv_cells(t, 0, 1000) == 1024  # min with the padded context
+    assert get_engine("llamacpp", swa_full=True).kv_cells(t, 0, 262144) == 262144
+    assert get_engine("llamacpp", n_seq_max=4).kv_cells(t, 0, 262144) == 4 * 1024 + 512
+    assert get_engine("llamacpp", n_ubatch=100).kv_cells(t, 0, 262144) == 1280  # pad256(1124)
+
+
+def test_llamacpp_transposed_v_takes_the_widest_row_without_flash_attention():
+    t = MOE.text  # sliding V rows 8 x 256 = 2048, full 2 x 512 = 1024
+    fa = get_engine("llamacpp", flash_attn=True).kv_layer_bytes(t, 5, 4096, "bf16", "bf16")
+    no_fa = get_engine("llamacpp", flash_attn=False).kv_layer_bytes(t, 5, 4096, "bf16", "bf16")
+    assert fa == (4096 * 1024 * 2, 4096 * 1024 * 2)
+    assert no_fa == (4096 * 1024 * 2, 4096 * 2048 * 2)
+
+
+def test_llamacpp_q8_0_cache_is_34_bytes_per_32():
+    t = get_variant("31b").text
+    k, v = get_engine("llamacpp").kv_layer_bytes(t, 5, 4096, "q8_0", "q8_0")  # a full layer: 4 KV heads x 512
+    assert k == v == 4096 * 4 * 512 // 32 * 34
+
+
+def test_llamacpp_kv_shared_layers_have_no_cache():
+    spec = get_variant("e2b")
+    m = estimate_memory(spec, ctx=8192, engine="llamacpp")
+    eng = get_engine("llamacpp")
+    expected = sum(sum(eng.kv_layer_bytes(spec.text, i, 8192, "bf16", "bf16")) for i in range(15))
+    assert m.by_category()["kv_cache"] == expected  # layers 15..34 share and add nothing
+
+
+def test_llamacpp_offload_rules():
+    spec = get_variant("26b-a4b")
+    full = estimate_memory(spec, ctx=4096, quant="q4_k_m", engine="llamacpp")
+    assert full.get("weights: token_embedding (host)") > 0  # input embedding stays on the host
+    assert full.get("weights: output (tied embedding copy)") == full.get("weights: token_embedding (host)")
+    q8 = estimate_memory(spec, ctx=4096, quant="q8_0", engine="llamacpp")
+    cpu_moe = estimate_memory(spec, ctx=4096, quant="q8_0", engine=get_engine("llamacpp", n_cpu_moe=10))
+    assert cpu_moe.get("weights: experts (host)") * 3 == q8.get("weights: experts")  # 10 of 30 layers
+    assert cpu_moe.get("weights: experts (host)") + cpu_moe.get("weights: experts") == q8.get("weights: experts")
+    partial = estimate_memory(spec, ctx=4096, quant="q4_k_m", engine=get_engine("llamacpp", n_gpu_layers=16))
+    assert partial.total("host") > full.total("host") and partial.total() < full.total()
+
+
+@pytest.mark.parametrize("engine", ["vllm", "llamacpp"])
+def test_engines_plan_the_headline_case(engine):
+    m = estimate_memory(get_variant("26b-a4b"), ctx=262144, quant="q4_k_m", engine=engine)
+    assert m.by_category()["kv_cache"] > 5 * 2**30  # five full layers x 256k x 2 KV heads x 512 x 2 x 2 B = 5 GiB
