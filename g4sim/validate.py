@@ -69,19 +69,20 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
     weights = sum(weight_bytes_by_component(spec, fmt).values())
     scalars = spec.text.num_layers * (4 if fmt == "fp32" else 2)  # layer_scalar buffers, not priced weights
     out.append(Check(index, label, "param_bytes", weights, float(row["param_bytes"]) - scalars, 0.0, calib))
-    memory = estimate_memory(spec, ctx=cache_ctx, batch=batch, quant=fmt, engine=engine,
+    kv = "fp32" if fmt == "fp32" else "bf16"  # g4sim's cache takes the model's dtype
+    memory = estimate_memory(spec, ctx=cache_ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine,
                              prefill_chunk=chunk or ctx, device_kind="cpu" if device.kind != "gpu" else "gpu")
     out.append(Check(index, label, "kv_bytes", memory.by_category()["kv_cache"], float(row["kv_bytes"]), 0.0, calib))
     out.append(Check(index, label, "prefill_peak_bytes", memory.total(), float(row["prefill_peak_bytes"]),
                      TOLERANCES["prefill_peak_bytes"], calib))
     float_weights = fmt in ("fp32", "bf16", "fp16")
     speed_tol = None if (calib or not float_weights) else TOLERANCES["prefill_tokens_per_s"]
-    prefill = predict(spec, device, ctx=ctx, batch=batch, quant=fmt, engine=engine)
+    prefill = predict(spec, device, ctx=ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine)
     out.append(Check(index, label, "prefill_tokens_per_s", prefill.prefill_tokens_per_s,
                      float(row["prefill_tokens_per_s"]), speed_tol, calib))
     steps = int(row.get("decode_steps") or 0)
     if steps and row.get("decode_tokens_per_s") not in ("", None):
-        decode = predict(spec, device, ctx=ctx + steps // 2, batch=batch, quant=fmt, engine=engine)
+        decode = predict(spec, device, ctx=ctx + steps // 2, batch=batch, quant=fmt, kv_dtype=kv, engine=engine)
         out.append(Check(index, label, "decode_tokens_per_s", decode.decode_tokens_per_s,
                          float(row["decode_tokens_per_s"]), speed_tol, calib))
     return out

@@ -1,0 +1,46 @@
+"""A small live profile end to end (seconds, tiny config), so the profiler cannot rot."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from g4sim.measurements import append_row  # noqa: E402
+from g4sim.profile import ProfileRun, profile  # noqa: E402
+from g4sim.validate import validate  # noqa: E402
+
+
+def test_live_profile_writes_rows_that_validate(tmp_path):
+    run = ProfileRun(model="e2b", layers=2, contexts=(64, 600), dtype="fp32", decode_steps=3, store=str(tmp_path),
+                     command="pytest live profile")
+    outcomes = profile([run], progress=False)
+    assert outcomes == ["e2b ctx 64: ok", "e2b ctx 600: ok"]
+    rows = list(csv.DictReader((tmp_path / "ci-cpu-2core.csv").open()))
+    assert [int(r["ctx"]) for r in rows] == [64, 600]
+    assert all(r["torch_version"] and r["g4sim_commit"] and r["date_utc"] and r["command"] for r in rows)
+    checks = validate(tmp_path, calibration_models={"e2b"})
+    exact = [c for c in checks if c.figure in ("param_bytes", "kv_bytes")]
+    assert exact and all(c.error == 0 for c in exact)
+    peak = [c for c in checks if c.figure == "prefill_peak_bytes"]
+    assert all(abs(c.error) < 0.05 for c in peak), [(c.config, c.error) for c in peak]
+
+
+def test_store_append_is_atomic_and_keeps_rows(tmp_path, monkeypatch):
+    path = tmp_path / "dev.csv"
+    append_row(path, {"a": 1, "b": 2})
+    import g4sim.measurements as m
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # interrupted while writing the next row
+
+    monkeypatch.setattr(m.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        append_row(path, {"a": 3, "b": 4, "c": 5})
+    monkeypatch.undo()
+    assert list(csv.DictReader(path.open())) == [{"a": "1", "b": "2"}]
+    assert [p.name for p in tmp_path.iterdir()] == ["dev.csv"]
+    append_row(path, {"a": 3, "c": 5})
+    assert [r["a"] for r in csv.DictReader(path.open())] == ["1", "3"]
