@@ -112,7 +112,7 @@ def plan(
     quant: str = typer.Option("bf16", "--quant", "-q", help="Weight format: bf16, fp8, int8, int4-g128, q4_k_m, ..."),
     kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV-cache format: bf16, fp16, fp8, q8_0, q4_0."),
     batch: int = typer.Option(1, "--batch", "-b", min=1, help="Concurrent sequences."),
-    engine: str = typer.Option("transformers", "--engine", "-e", help="Allocation rules of: transformers, g4sim."),
+    engine: str = typer.Option("transformers", "--engine", "-e", help="Allocation rules of: transformers, vllm, llamacpp, g4sim."),
     attn: str = typer.Option("sdpa", "--attn", help="transformers attention implementation: sdpa or eager."),
     prefill_chunk: int = typer.Option(4096, "--prefill-chunk", min=1, help="Prompt tokens processed per step."),
     text_only: bool = typer.Option(False, "--text-only", help="Text decoder only (default)."),
@@ -334,6 +334,135 @@ def calibrate(
     if write:
         path = write_back(device, fitted, calibration_note(fitted, git_commit()[0]))
         console.print(f"wrote {path}")
+
+
+def _split(text: Optional[str]) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else ()
+
+
+@app.command()
+def sweep(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Comma-separated variants (default: all)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help="Comma-separated profiles (default: all)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Comma-separated formats (default: all)."),
+    ctx: Optional[str] = typer.Option(None, "--ctx", "-c", help="Comma-separated contexts (default: 12 from 1k to 256k)."),
+    kv_dtype: str = typer.Option("bf16", "--kv-dtype"),
+    engine: str = typer.Option("transformers", "--engine", "-e"),
+    batch: int = typer.Option(1, "--batch", "-b", min=1),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write .csv, .parquet or .json (default: CSV to stdout)."),
+) -> None:
+    """Every model x device x format x context as one table (pandas), for notebooks and dashboards."""
+    from pathlib import Path
+
+    from g4sim.analytic import QUANT_FORMATS
+    from g4sim.spec import VARIANTS
+    from g4sim.sweep import DEFAULT_CONTEXTS, FORMATS, SweepAxes, write_table
+    from g4sim.sweep import sweep as run_sweep
+    from g4sim.units import UnitError, parse_context_list
+
+    models = tuple(resolve_spec(m, None).name for m in _split(model)) or tuple(VARIANTS)
+    devices = tuple(resolve_device(g).name for g in _split(gpu))
+    quants = tuple(resolve_quant(q) for q in _split(quant)) or tuple(QUANT_FORMATS)
+    try:
+        contexts = tuple(parse_context_list(ctx)) if ctx else DEFAULT_CONTEXTS
+    except UnitError as exc:
+        raise UserError(str(exc)) from exc
+    resolve_engine(engine)
+    if out and Path(out).suffix.lower() not in FORMATS:
+        raise UserError(f"--out {out!r}: unknown table format; valid suffixes: {', '.join(sorted(FORMATS))}")
+    frame = run_sweep(SweepAxes(models=models, devices=devices, quants=quants, contexts=contexts,
+                                kv_dtype=resolve_kv_dtype(kv_dtype), engine=engine, batch=batch))
+    if out:
+        path = write_table(frame, Path(out))
+        console.print(f"wrote {len(frame):,} rows to {path}")
+    else:
+        typer.echo(frame.to_csv(index=False), nl=False)
+
+
+@app.command()
+def check(
+    baseline: str = typer.Option("reports/baseline.json", "--baseline", help="Committed baseline file."),
+    update: bool = typer.Option(False, "--update", help="Rewrite the baseline with the current figures."),
+    junit: Optional[str] = typer.Option(None, "--junit", help="Also write JUnit XML here."),
+    store: Optional[str] = typer.Option(None, "--store", help="Measurement store (default reports/measurements)."),
+) -> None:
+    """CI memory-regression check: exit 1 when a figure grows beyond its tolerance."""
+    import os
+    from pathlib import Path
+
+    from g4sim.check import current, diff, github_annotations, junit_xml, write_baseline
+
+    path = Path(baseline)
+    now = current(Path(store) if store else None)
+    if update:
+        write_baseline(path, now)
+        console.print(f"wrote {path} ({len(now)} configurations)")
+        return
+    if not path.is_file():
+        raise UserError(f"baseline {baseline} does not exist; create it with `g4sim check --update --baseline {baseline}`")
+    try:
+        data = json.loads(path.read_text())
+        diffs = diff(data, now)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"baseline {baseline} is malformed ({exc.__class__.__name__}: {exc})") from exc
+    from g4sim.render import render_check
+
+    render_check(diffs, console)
+    if junit:
+        Path(junit).write_text(junit_xml(diffs))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in github_annotations(diffs, path):
+            typer.echo(line)
+    if any(d.verdict == "regression" for d in diffs):
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help="A scenario name (scenarios/*.yaml) or file."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Comma-separated variants."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help="Comma-separated hardware profiles."),
+    quant: str = typer.Option("bf16,q8_0,q4_k_m", "--quant", "-q", help="Comma-separated weight formats."),
+    ctx: str = typer.Option("32k", "--ctx", "-c", help="Context for the verdicts and the fit matrix."),
+    batch: int = typer.Option(1, "--batch", "-b", min=1),
+    engine: str = typer.Option("transformers", "--engine", "-e"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="HTML file (default reports/<name>.html)."),
+) -> None:
+    """A self-contained HTML capacity report (opens offline) for a scenario or a model on devices."""
+    from pathlib import Path
+
+    from g4sim.report import ReportRequest, write_report
+
+    if scenario:
+        from g4sim.scenarios import ScenarioError, get_scenario
+
+        try:
+            sc = get_scenario(scenario)
+        except ScenarioError as exc:
+            raise UserError(str(exc)) from exc
+        specs = tuple(resolve_spec(m, None) for m in sc.models)
+        tokens = sc.sequence_tokens
+        req = ReportRequest(
+            title=f"Gemma 4 capacity report: {sc.name}", models=specs, devices=tuple(resolve_device(d) for d in sc.devices),
+            quants=tuple(resolve_quant(q) for q in sc.quants), ctx=tokens, batch=sc.concurrency, kv_dtype=sc.kv_dtype,
+            engine=sc.engine, description=sc.description,
+            notes=(f"scenario {sc.name}: {sc.context_tokens:,} prompt + {sc.multimodal_tokens:,} image/audio + "
+                   f"{sc.output_tokens:,} output tokens per sequence, {sc.concurrency} concurrent",))
+        name = sc.name
+    else:
+        if not model or not gpu:
+            raise UserError("give --scenario NAME, or --model and --gpu (comma-separated lists)")
+        specs = tuple(resolve_spec(m, None) for m in _split(model))
+        devices = tuple(resolve_device(g) for g in _split(gpu))
+        req = ReportRequest(
+            title=f"Gemma 4 capacity report: {', '.join(s.name for s in specs)}", models=specs, devices=devices,
+            quants=tuple(resolve_quant(q) for q in _split(quant)), ctx=resolve_context(ctx, specs[0], True),
+            batch=batch, engine=resolve_engine(engine).name,
+            description=f"{', '.join(s.name for s in specs)} on {', '.join(d.name for d in devices)}")
+        name = "-".join(s.name for s in specs) + "_" + "-".join(d.name for d in devices)
+    resolve_engine(req.engine)
+    path = write_report(req, Path(out) if out else Path("reports") / f"{name}.html")
+    console.print(f"wrote {path}")
 
 
 # ---- entry point -----------------------------------------------------------------
