@@ -44,7 +44,8 @@ class KVCache:
             cv[:, :, start:start + c] = v
             return ck[:, :, :start + c], cv[:, :, :start + c], torch.arange(start + c, device=k.device)
         ring = ck.shape[2]
-        held = min(start, ring)  # positions start-held .. start-1 are in the ring
+        # the chunk's first query sees (start - window, start]: only the last window - 1 past positions
+        held = min(start, ring, self.spec.sliding_window - 1)
         past_pos = torch.arange(start - held, start, device=k.device)
         slots = past_pos % ring
         keys = torch.cat([ck[:, :, slots], k], dim=2)

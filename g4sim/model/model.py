@@ -76,6 +76,20 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, eps)
             self.v_norm = RMSNorm(self.head_dim, eps, with_scale=False)
 
+    def _mask(self, positions: torch.Tensor, kv_pos: torch.Tensor) -> dict:
+        """sdpa mask arguments: none when every key is visible, is_causal for a plain causal block
+        (both let the CPU / CUDA flash kernels skip the mask), else an explicit boolean mask."""
+        q0, n = int(positions[0]), positions.shape[0]
+        window_ok = not self.sliding or int(positions[-1]) - int(kv_pos[0]) < self.window
+        if window_ok and int(kv_pos[-1]) <= q0:  # decode: all keys are at or before the query
+            return {}
+        if window_ok and kv_pos.shape[0] == n and int(kv_pos[0]) == q0:  # the chunk attends only to itself
+            return {"is_causal": True}
+        mask = kv_pos[None, :] <= positions[:, None]
+        if self.sliding:
+            mask &= kv_pos[None, :] > positions[:, None] - self.window
+        return {"attn_mask": mask}
+
     def forward(self, x, cos, sin, positions, cache: KVCache, start: int, shared: dict) -> torch.Tensor:
         B, S, _ = x.shape
         q = apply_rope(self.q_norm(self.q_proj(x).view(B, S, self.num_heads, self.head_dim)), cos, sin)
@@ -88,10 +102,8 @@ class Attention(nn.Module):
             shared[kind] = (keys, values, kv_pos)  # the last owner of each type serves the shared layers
         else:
             keys, values, kv_pos = shared[kind]
-        mask = kv_pos[None, :] <= positions[:, None]
-        if self.sliding:
-            mask &= kv_pos[None, :] > positions[:, None] - self.window
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask, scale=1.0, enable_gqa=True)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, scale=1.0, enable_gqa=True,
+                                             **self._mask(positions, kv_pos))
         return self.o_proj(out.transpose(1, 2).reshape(B, S, -1))
 
 
