@@ -49,10 +49,15 @@ def launch_command(req: PlanRequest) -> str | None:
         if req.quant not in ("bf16", "fp16", "fp32"):
             return None
         dtype = {"bf16": "torch.bfloat16", "fp16": "torch.float16", "fp32": "torch.float32"}[req.quant]
-        return (f"python -c \"import torch; from transformers import AutoModelForCausalLM as M; "
-                f"m = M.from_pretrained('{repo(req)}', dtype={dtype}, device_map='cuda', "
-                f"attn_implementation='{getattr(e, 'attn_implementation', 'sdpa')}'); "
-                f"# generate(..., max_length={req.ctx}, prefill_chunk_size={req.prefill_chunk})\"")
+        return "\n".join([
+            "python - <<'PY'",
+            "import torch",
+            "from transformers import AutoModelForCausalLM",
+            f"model = AutoModelForCausalLM.from_pretrained('{repo(req)}', dtype={dtype}, device_map='cuda',",
+            f"                                             attn_implementation='{getattr(e, 'attn_implementation', 'sdpa')}')",
+            f"# model.generate(input_ids, max_length={req.ctx}, prefill_chunk_size={req.prefill_chunk})",
+            "PY",
+        ])
     if e.name == "g4sim":
         return (f"g4sim profile --model {req.spec.name} --ctx {req.ctx} --batch {req.batch} --device cuda "
                 f"--dtype {req.quant if req.quant in ('bf16', 'fp16', 'fp32') else 'bf16'}"
