@@ -88,7 +88,7 @@ def render_plan(plan: Plan, console: Console) -> None:
     command = sections.get("launch_command")
     if command:
         console.print(Text("Launch it:", style="bold"))
-        console.print(command, markup=False, highlight=False)
+        console.print(command, markup=False, highlight=False, soft_wrap=True)  # copy-pasteable: never re-wrapped
     console.print(Text("All figures computed by g4sim's analytic model (not measured).", style="dim"))
 
 
