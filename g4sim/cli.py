@@ -108,7 +108,8 @@ def plan(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Variant: e2b, e4b, 26b-a4b, 31b."),
     config: Optional[str] = typer.Option(None, "--config", help="Plan any HF config.json (or a directory holding one)."),
     ctx: str = typer.Option("8k", "--ctx", "-c", help="Context per sequence: 8192, 32k, 256k."),
-    gpu: str = typer.Option("rtx4090", "--gpu", "-g", help="Hardware profile (see `g4sim gpus`)."),
+    gpu: str = typer.Option("rtx4090", "--gpu", "-g", help="Hardware profile (see `g4sim gpus`); NAME:N for N of them."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, help="Tensor parallel over this many GPUs."),
     quant: str = typer.Option("bf16", "--quant", "-q", help="Weight format: bf16, fp8, int8, int4-g128, q4_k_m, ..."),
     kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV-cache format: bf16, fp16, fp8, q8_0, q4_0."),
     batch: int = typer.Option(1, "--batch", "-b", min=1, help="Concurrent sequences."),
@@ -132,11 +133,25 @@ def plan(
     if with_audio and spec.audio is None:
         raise UserError(f"{spec.name} has no audio tower (audio: e2b, e4b)")
     eng_options = {"attn_implementation": attn} if engine.strip().lower() == "transformers" else {}
+    from g4sim.hardware import ProfileError, parse_gpu_spec
+
+    try:
+        device, count = parse_gpu_spec(gpu)
+    except ProfileError as exc:
+        raise UserError(str(exc)) from exc
+    count = gpus or count
     req = PlanRequest(
-        spec=spec, device=resolve_device(gpu), ctx=resolve_context(ctx, spec, allow_beyond_max), batch=batch,
+        spec=spec, device=device, ctx=resolve_context(ctx, spec, allow_beyond_max), batch=batch, gpus=count,
         quant=resolve_quant(quant), kv_dtype=resolve_kv_dtype(kv_dtype), engine=resolve_engine(engine, **eng_options),
         vision=with_vision, audio=with_audio, prefill_chunk=prefill_chunk, allow_beyond_max=allow_beyond_max,
     )
+    if count > 1:
+        from g4sim.parallel import tp_valid
+
+        if not tp_valid(req, count):
+            raise UserError(f"{count} GPUs: {spec.name}'s {spec.text.num_heads} query heads / KV heads do not split "
+                            f"{count} ways; valid tensor-parallel sizes: "
+                            + ", ".join(str(n) for n in (1, 2, 4, 8, 16) if tp_valid(req, n)))
     result = make_plan(req)
     if as_json:
         typer.echo(json.dumps(plan_to_dict(result), indent=2))

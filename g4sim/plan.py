@@ -32,9 +32,14 @@ class PlanRequest:
     audio: bool = False
     prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK
     allow_beyond_max: bool = False
+    gpus: int = 1  # tensor parallel over this many GPUs of `device`: memory() is then per GPU
 
     def memory(self, **changes: Any) -> MemoryBreakdown:
         r = replace(self, **changes) if changes else self
+        if r.gpus > 1:
+            from g4sim.parallel import per_gpu_memory
+
+            return per_gpu_memory(r, r.gpus)
         return estimate_memory(
             r.spec, ctx=r.ctx, batch=r.batch, quant=r.quant, kv_dtype=r.kv_dtype, engine=r.engine,
             vision=r.vision, audio=r.audio, prefill_chunk=r.prefill_chunk, device_kind=r.device.kind,
@@ -115,6 +120,13 @@ def make_plan(req: PlanRequest) -> Plan:
     speed = predict(req.spec, req.device, ctx=req.ctx, batch=req.batch, quant=req.quant, kv_dtype=req.kv_dtype,
                     engine=req.engine)
     command = launch_command(req) if fits else None
+    if fits and req.gpus > 1:
+        command = (command or "") + f" \\\n  --tensor-parallel-size {req.gpus}" if req.engine.name == "vllm" else command
+    layouts = []
+    if not fits:
+        from g4sim.parallel import ranked_layouts
+
+        layouts = [layout.to_dict() for layout in ranked_layouts(req)]
     return Plan(
         request=req,
         params=count_params(req.spec, vision=req.vision, audio=req.audio),
@@ -122,7 +134,7 @@ def make_plan(req: PlanRequest) -> Plan:
         max_context=max_context(req),
         max_batch=max_batch(req) if fits else 0,
         suggested_quant=None if fits else smallest_loss_quant(req),
-        sections=(("throughput", speed), ("launch_command", command)),
+        sections=(("throughput", speed), ("launch_command", command), ("layouts", layouts)),
     )
 
 
@@ -137,7 +149,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "request": {
             "model": r.spec.name, "ctx_tokens": r.ctx, "batch": r.batch, "quant": r.quant, "kv_dtype": r.kv_dtype,
             "engine": r.engine.name, "engine_options": {k: v for k, v in vars(r.engine).items()},
-            "device": r.device.name, "vision": r.vision, "audio": r.audio, "prefill_chunk_tokens": r.prefill_chunk,
+            "device": r.device.name, "gpus": r.gpus, "vision": r.vision, "audio": r.audio, "prefill_chunk_tokens": r.prefill_chunk,
         },
         "params": {"total": plan.params.total, "active": plan.params.active, "effective": plan.params.effective},
         "memory": {

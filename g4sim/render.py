@@ -28,7 +28,7 @@ def render_plan(plan: Plan, console: Console) -> None:
         f"context {format_context(r.ctx)} ({r.ctx:,} tokens) x batch {r.batch}  ·  weights {r.quant}  ·  KV {r.kv_dtype}  ·  ",
         f"engine {r.engine.name}" + (f" ({r.engine.attn_implementation})" if hasattr(r.engine, "attn_implementation") else ""),
         f"  ·  prefill chunk {r.prefill_chunk:,}\n" if r.prefill_chunk else "\n",
-        ("on ", ""), (dev.display_name, "bold"), f"  ({format_bytes(dev.memory_bytes)}, usable {format_bytes(r.usable_bytes)})",
+        ("on ", ""), (f"{r.gpus} x " if r.gpus > 1 else "", "bold"), (dev.display_name, "bold"), f"  ({format_bytes(dev.memory_bytes)}, usable {format_bytes(r.usable_bytes)})",
     ))
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("component")
@@ -85,6 +85,20 @@ def render_plan(plan: Plan, console: Console) -> None:
             f"(roofline {speed.prefill_tokens_per_s_roofline:,.0f})  ·  decode {speed.decode_tokens_per_s_per_sequence:,.1f} "
             f"tok/s per sequence, {speed.decode_tokens_per_s:,.1f} aggregate (roofline "
             f"{speed.decode_tokens_per_s_roofline:,.1f}, {speed.decode_bound}-bound)"))
+    layouts = sections.get("layouts")
+    if layouts:
+        table = Table(title="Layouts that fit, cheapest first (computed / predicted)", title_justify="left", box=None,
+                      header_style="bold", pad_edge=False)
+        for col in ("#", "layout", "GPUs", "per GPU", "host", "decode tok/s"):
+            table.add_column(col, justify="left" if col in ("#", "layout") else "right")
+        for i, lay in enumerate(layouts, 1):
+            table.add_row(str(i), lay["name"], str(lay["gpus"]), _gib(lay["per_gpu_bytes"]),
+                          _gib(lay["host_bytes"]) if lay["host_bytes"] else "-", f"{lay['decode_tokens_per_s']:,.1f}")
+        console.print(table)
+        for i, lay in enumerate(layouts, 1):
+            if lay["command"]:
+                console.print(Text(f"#{i}:", style="bold"))
+                console.print(lay["command"], markup=False, highlight=False, soft_wrap=True)
     command = sections.get("launch_command")
     if command:
         console.print(Text("Launch it:", style="bold"))
