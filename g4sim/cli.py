@@ -480,6 +480,46 @@ def report(
     console.print(f"wrote {path}")
 
 
+@app.command(name="capacity")
+def capacity_command(
+    scenario: str = typer.Option(..., "--scenario", "-s", help="A scenario name (scenarios/*.yaml) or file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Serving capacity of a scenario: concurrency that fits, aggregate decode speed, the knee."""
+    from g4sim.plan import PlanRequest
+    from g4sim.scenarios import ScenarioError, get_scenario
+    from g4sim.serving import longest_sequence, scenario_capacity
+
+    try:
+        sc = get_scenario(scenario)
+    except ScenarioError as exc:
+        raise UserError(str(exc)) from exc
+    rows = []
+    for model in sc.models:
+        spec = resolve_spec(model, None)
+        for device in sc.devices:
+            for quant in sc.quants:
+                req = PlanRequest(spec=spec, device=resolve_device(device), ctx=min(sc.sequence_tokens, spec.max_context),
+                                  quant=resolve_quant(quant), kv_dtype=sc.kv_dtype, engine=resolve_engine(sc.engine))
+                cap = scenario_capacity(req, sc)
+                rows.append({"model": model, "device": device, "quant": quant, **cap.to_dict()})
+    if as_json:
+        typer.echo(json.dumps({"scenario": sc.name, "engine": sc.engine, "rows": rows}, indent=2))
+        return
+    table = Table(title=f"{sc.name}: up to {longest_sequence(sc):,} tokens per sequence, {sc.concurrency} concurrent "
+                        f"({sc.engine}; memory computed, speed predicted)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("model", "device", "quant", "max conc.", "fits", "knee", "agg. decode tok/s", "req/s"):
+        table.add_column(col, justify="left" if col in ("model", "device", "quant", "fits") else "right")
+    for r in rows:
+        at = [p for p in r["points"] if p["batch"] == min(r["asked_concurrency"], r["max_concurrency"])]
+        table.add_row(r["model"], r["device"], r["quant"], str(r["max_concurrency"]),
+                      "yes" if r["fits_asked"] else "no", f"{r['knee_batch']} ({r['knee_reason']})" if r["max_concurrency"] else "-",
+                      f"{at[0]['decode_tokens_per_s']:,.0f}" if at else "-",
+                      f"{r['requests_per_s_at_asked']:,.2f}" if r["fits_asked"] else "-")
+    console.print(table)
+
+
 # ---- entry point -----------------------------------------------------------------
 
 def _click_exception_types() -> dict[str, tuple[type, ...]]:

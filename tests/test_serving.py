@@ -1,0 +1,32 @@
+"""Serving capacity: the concurrency that fits is the plan's largest batch; the knee is where it should be."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from g4sim.cli import main
+from g4sim.engines import get_engine
+from g4sim.hardware import get_profile
+from g4sim.plan import PlanRequest, max_batch
+from g4sim.serving import capacity
+from g4sim.spec import get_variant
+
+
+def test_capacity_agrees_with_the_plan_and_finds_the_knee():
+    req = PlanRequest(spec=get_variant("e2b"), device=get_profile("h200"), ctx=4096, engine=get_engine("vllm"))
+    cap = capacity(req, concurrency=32, output_tokens=256)
+    assert cap.max_concurrency == max_batch(req) and cap.fits_asked
+    assert cap.knee_reason == "KV-bound" and cap.knee_batch < cap.max_concurrency  # 4k tokens of KV per sequence
+    speeds = [p.decode_tokens_per_s for p in cap.points]
+    assert speeds == sorted(speeds)  # aggregate throughput grows with the batch
+    assert cap.requests_per_s_at_asked > 0
+
+
+def test_capacity_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["capacity", "--scenario", "serving-fleet", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 0 and data["rows"]
+    assert all(r["max_concurrency"] >= 0 for r in data["rows"])
