@@ -24,7 +24,7 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
     from g4sim.engines import get_engine
     from g4sim.hardware import get_profile
     from g4sim.measurements import load_store
-    from g4sim.throughput import compute_dtype, decode_step_bytes, decode_step_flop, prefill_flop, prefill_weight_bytes
+    from g4sim.throughput import compute_dtype, decode_step_bytes, prefill_flop, prefill_weight_bytes
     from g4sim.validate import _weight_format, row_spec
 
     frame = load_store(store)

@@ -200,13 +200,17 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
     )
 
 
+def read_yaml(path: Path, error: type[ValueError]):
+    """Safe-load a YAML file; a syntax error becomes ``error`` naming the file."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise error(f"{path.name}: not valid YAML ({exc.__class__.__name__})") from exc
+
+
 def load_profile(path: str | Path) -> HardwareProfile:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{p.name}: not valid YAML ({exc.__class__.__name__})") from exc
-    return parse_profile(data, p)
+    return parse_profile(read_yaml(p, ProfileError), p)
 
 
 def profile_dirs() -> list[Path]:

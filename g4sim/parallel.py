@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from g4sim.analytic import MemoryBreakdown, MemoryTerm
+from g4sim.analytic import MemoryBreakdown
 from g4sim.engines import get_engine
 from g4sim.hardware import HardwareProfile, load_profiles
 from g4sim.plan import PlanRequest, smallest_loss_quant
@@ -169,4 +169,4 @@ def ranked_layouts(req: PlanRequest, max_gpus: int = 8, host: str = HOST_PROFILE
     return sorted(fitting, key=lambda c: (c.gpus, -c.decode_tokens_per_s))
 
 
-__all__ = ["Layout", "MemoryTerm", "per_gpu_memory", "ranked_layouts", "tensor_parallel_layout", "tp_valid"]
+__all__ = ["Layout", "per_gpu_memory", "ranked_layouts", "tensor_parallel_layout", "tp_valid"]

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 AUDIO_TOKENS_PER_SECOND = 25
@@ -169,12 +168,10 @@ def parse_scenario(data: Any, path: Path) -> Scenario:
 
 
 def load_scenario(path: str | Path) -> Scenario:
+    from g4sim.hardware import read_yaml
+
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{p.name}: not valid YAML ({exc.__class__.__name__})") from exc
-    return parse_scenario(data, p)
+    return parse_scenario(read_yaml(p, ScenarioError), p)
 
 
 def load_scenarios() -> dict[str, Scenario]:

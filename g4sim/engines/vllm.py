@@ -83,7 +83,7 @@ class VllmEngine(Engine):
                                         prefill_chunk=chunk)
         sampler = min(self.max_num_seqs, self.max_num_batched_tokens) * t.vocab_size * 4
         terms.append(MemoryTerm("activations: sampler warm-up logits", "activations", sampler, "accelerator",
-                                f"min(max_num_seqs, max_num_batched_tokens) x vocab x 4 B (profile run)"))
+                                "min(max_num_seqs, max_num_batched_tokens) x vocab x 4 B (profile run)"))
         return terms
 
     def overhead_terms(self, terms, *, device_kind: str) -> list[MemoryTerm]:
