@@ -3,7 +3,10 @@
 Prefill efficiency = roofline time / measured time (the fraction of peak FLOP/s achieved); decode
 efficiency = (bytes per step / bandwidth) / measured step time (the fraction of bandwidth
 achieved).  Each is the geometric mean over the calibration rows of one compute dtype (float
-weights only), fitted on CALIBRATION_MODELS and validated on the others by ``g4sim validate``.
+weights only), fitted on the dense CALIBRATION_MODELS.  Then the MoE rows in CALIBRATION_MOE_ROWS
+fix ``expert_gemm_half_rows``: the extra time their routed-expert GEMMs take at m rows each,
+modelled as an efficiency m / (m + half_rows) of the dense one.  ``g4sim validate`` holds the
+other rows to the tolerances.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ from pathlib import Path
 
 import yaml
 
-CALIBRATION_MODELS = {"e2b", "31b"}  # validated on e4b and 26b-a4b
+CALIBRATION_MODELS = {"e2b", "31b"}  # dense efficiencies; validated on e4b and 26b-a4b
+CALIBRATION_MOE_ROWS = {("26b-a4b", 2048)}  # the expert-GEMM half-rows constant; 26b-a4b at 512 / 1024 validate it
+
+
+def is_calibration_row(model: str, ctx: int) -> bool:
+    return model in CALIBRATION_MODELS or (model, ctx) in CALIBRATION_MOE_ROWS
 
 
 def fit(store: Path | None = None, device: str = "ci-cpu-2core",
@@ -24,7 +32,8 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
     from g4sim.engines import get_engine
     from g4sim.hardware import get_profile
     from g4sim.measurements import load_store
-    from g4sim.throughput import compute_dtype, decode_step_bytes, prefill_flop, prefill_weight_bytes
+    from g4sim.throughput import (compute_dtype, decode_step_bytes, expert_rows, prefill_expert_flop, prefill_flop,
+                                  prefill_weight_bytes)
     from g4sim.validate import _weight_format, row_spec
 
     frame = load_store(store)
@@ -47,9 +56,27 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
             d_bytes = decode_step_bytes(spec, mid, batch, fmt, "bf16" if fmt != "fp32" else "fp32", get_engine("g4sim"))
             s["decode"].append(d_bytes / bw / step)
     geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
-    return {dtype: {"prefill_compute": round(min(1.0, geo(v["prefill"])), 4),
-                    "decode_bandwidth": round(min(1.0, geo(v["decode"])), 4), "rows": len(v["prefill"])}
-            for dtype, v in samples.items() if v["prefill"] and v["decode"]}
+    fitted = {dtype: {"prefill_compute": round(min(1.0, geo(v["prefill"])), 4),
+                      "decode_bandwidth": round(min(1.0, geo(v["decode"])), 4), "rows": len(v["prefill"])}
+              for dtype, v in samples.items() if v["prefill"] and v["decode"]}
+    halves = []
+    moe = load_store(store)
+    moe = moe[(moe["status"] == "ok") & (moe["device"] == device)]
+    for _, row in moe.iterrows():
+        fmt = _weight_format(row)
+        if (row["model"], int(row["ctx"])) not in CALIBRATION_MOE_ROWS or fmt not in ("fp32", "bf16", "fp16"):
+            continue
+        spec, dtype = row_spec(row), compute_dtype(fmt)
+        if dtype not in fitted:
+            continue
+        ctx, batch = int(row["ctx"]), int(row["batch"])
+        work = float(row["prefill_seconds"]) * prof.flops(dtype) * fitted[dtype]["prefill_compute"]
+        extra = work - prefill_flop(spec, ctx, batch)
+        halves.append(max(0.0, extra * expert_rows(spec, batch * ctx) / prefill_expert_flop(spec, ctx, batch)))
+    if halves:
+        for v in fitted.values():
+            v["expert_gemm_half_rows"] = round(sum(halves) / len(halves), 2)
+    return fitted
 
 
 def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> Path:
@@ -61,6 +88,9 @@ def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> P
     eff = data["efficiency"]
     eff["by_dtype"] = {d: {"prefill_compute": v["prefill_compute"], "decode_bandwidth": v["decode_bandwidth"]}
                        for d, v in fitted.items()}
+    halves = {v["expert_gemm_half_rows"] for v in fitted.values() if "expert_gemm_half_rows" in v}
+    if halves:
+        eff["expert_gemm_half_rows"] = halves.pop()
     eff["provenance"] = note
     parse_profile(data, path)  # refuse to write a profile that would not load
     header = path.read_text().splitlines()[0] if path.read_text().startswith("#") else ""
@@ -78,4 +108,5 @@ def calibration_note(fitted: dict[str, dict[str, float]], commit: str) -> str:
     rows = sum(v["rows"] for v in fitted.values())
     date = dt.datetime.now(dt.timezone.utc).date().isoformat()
     return (f"calibrated by `g4sim calibrate` on {date} at g4sim {commit} from {rows} measured rows of "
-            f"{', '.join(sorted(CALIBRATION_MODELS))} (reports/measurements); validated on the other variants")
+            f"{', '.join(sorted(CALIBRATION_MODELS))} and 26b-a4b at ctx 2048 (reports/measurements); validated on "
+            "the other rows (e4b, 26b-a4b at 512 and 1024)")

@@ -41,6 +41,9 @@ class Efficiency:
     decode_bandwidth: float  # achieved fraction of memory bandwidth in decode
     provenance: str
     by_dtype: dict[str, tuple[float, float]] | None = None  # calibrated per compute dtype, where measured
+    # Routed-expert GEMMs see only tokens x top_k / experts rows each; their efficiency is taken as
+    # m / (m + expert_gemm_half_rows) of the dense one (0: no small-batch penalty; calibrated where measured)
+    expert_gemm_half_rows: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,9 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
                 raise _fail(path, f"efficiency.by_dtype.{dtype}.{key}", f"must be a fraction in (0, 1], got {value!r}")
             values.append(float(value))
         by_dtype[dtype] = (values[0], values[1])
+    half_rows = eff.get("expert_gemm_half_rows", 0.0)
+    if isinstance(half_rows, bool) or not isinstance(half_rows, (int, float)) or half_rows < 0:
+        raise _fail(path, "efficiency.expert_gemm_half_rows", f"must be a number >= 0, got {half_rows!r}")
     if not data["sources"] or not all(isinstance(s, str) and s for s in data["sources"]):
         raise _fail(path, "sources", "must list at least one source for the numbers")
     frac = data.get("usable_memory_fraction", 1.0)
@@ -193,7 +199,7 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
         memory_bytes=int(data["memory_bytes"]), memory_bandwidth_bytes_per_s=float(data["memory_bandwidth_bytes_per_s"]),
         peak_flops=flops, unified_memory=data["unified_memory"],
         efficiency=Efficiency(float(eff["prefill_compute"]), float(eff["decode_bandwidth"]), eff["provenance"],
-                              by_dtype or None),
+                              by_dtype or None, float(half_rows)),
         sources=tuple(data["sources"]), memory_type=data.get("memory_type", ""), interconnect=interconnect,
         usable_memory_fraction=float(frac), reserved_memory_bytes=int(data.get("reserved_memory_bytes", 0)),
         published=tuple(published), notes=data.get("notes", ""), path=str(path),

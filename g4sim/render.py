@@ -120,7 +120,7 @@ def render_validation(checks, summary_rows, console: Console) -> None:
             tol = "calib."
         detail.add_row(c.config, c.figure, fmt(c.predicted), fmt(c.measured), f"{c.error:+.2%}", tol, mark)
     console.print(detail)
-    table = Table(title="Validation summary (errors over the rows held to each tolerance; speeds: variants the "
+    table = Table(title="Validation summary (errors over the rows held to each tolerance; speeds: rows the "
                         "calibration did not see, float weights)", title_justify="left", box=None, header_style="bold",
                   pad_edge=False)
     for col in ("figure", "rows", "held", "mean |error|", "worst", "tolerance", "failures"):

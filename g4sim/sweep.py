@@ -18,7 +18,8 @@ from g4sim.engines import get_engine
 from g4sim.hardware import HardwareProfile, load_profiles
 from g4sim.plan import DEFAULT_PREFILL_CHUNK
 from g4sim.spec import VARIANTS, ModelSpec
-from g4sim.throughput import compute_dtype, decode_step_bytes, decode_step_flop, efficiencies, prefill_flop, prefill_weight_bytes
+from g4sim.throughput import (compute_dtype, decode_step_bytes, decode_step_flop, efficiencies, expert_rows,
+                              prefill_expert_flop, prefill_flop, prefill_weight_bytes)
 
 DEFAULT_CONTEXTS = (1024, 2048, 4096, 8192, 16384, 32768, 49152, 65536, 98304, 131072, 196608, 262144)
 FORMATS = {".csv", ".parquet", ".json"}
@@ -46,16 +47,18 @@ def _memory(spec: ModelSpec, quant: str, ctx: int, kind: str, kv: str, engine: s
 @lru_cache(maxsize=None)
 def _work(spec: ModelSpec, quant: str, ctx: int, kv: str, engine: str, batch: int):
     eng = get_engine(engine)
+    expert = prefill_expert_flop(spec, ctx, batch) / expert_rows(spec, batch * min(ctx, DEFAULT_PREFILL_CHUNK))
     return (prefill_flop(spec, ctx, batch), prefill_weight_bytes(spec, quant),
-            decode_step_flop(spec, ctx, batch), decode_step_bytes(spec, ctx, batch, quant, kv, eng))
+            decode_step_flop(spec, ctx, batch), decode_step_bytes(spec, ctx, batch, quant, kv, eng), expert)
 
 
 def _speeds(dev: HardwareProfile, quant: str, work, ctx: int, batch: int) -> dict[str, float]:
-    p_flop, p_bytes, d_flop, d_bytes = work
+    p_flop, p_bytes, d_flop, d_bytes, expert_per_row = work
     dtype = compute_dtype(quant)
     peak, bw = dev.flops(dtype), dev.memory_bandwidth_bytes_per_s
     eff_p, eff_d, _ = efficiencies(dev, dtype)
-    prefill_s = max(p_flop / (peak * eff_p), p_bytes / (bw * eff_d))
+    p_work = p_flop + expert_per_row * dev.efficiency.expert_gemm_half_rows  # as throughput.predict
+    prefill_s = max(p_work / (peak * eff_p), p_bytes / (bw * eff_d))
     step_s = max(d_bytes / (bw * eff_d), d_flop / (peak * eff_p))
     return {"ttft_s": prefill_s, "prefill_tokens_per_s": batch * ctx / prefill_s,
             "prefill_tokens_per_s_roofline": batch * ctx / max(p_flop / peak, p_bytes / bw),

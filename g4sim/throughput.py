@@ -78,6 +78,20 @@ def _sum_kv_len(t: TextSpec, layer: int, start: int, n: int) -> float:
     return capped(start + n) - capped(start)
 
 
+def prefill_expert_flop(spec: ModelSpec, ctx: int, batch: int = 1) -> float:
+    """The part of prefill_flop spent in routed-expert GEMMs."""
+    t = spec.text
+    per_layer = _layer_matmul_params(t)
+    return sum(batch * 2.0 * t.top_k_experts * per_layer[i][1] * (1 if t.is_kv_shared(i) else ctx)
+               for i in range(t.num_layers))
+
+
+def expert_rows(spec: ModelSpec, tokens: int) -> float:
+    """Rows each routed-expert GEMM sees when ``tokens`` tokens are processed together."""
+    t = spec.text
+    return tokens * t.top_k_experts / t.num_experts if t.enable_moe_block else float("inf")
+
+
 def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1) -> float:
     t = spec.text
     per_layer = _layer_matmul_params(t)
@@ -211,20 +225,25 @@ def efficiencies(device: HardwareProfile, dtype: str) -> tuple[float, float, str
 
 
 def predict(spec: ModelSpec, device: HardwareProfile, *, ctx: int, batch: int = 1, quant: str = "bf16",
-            kv_dtype: str = "bf16", engine: str | Engine = "transformers", kept: int = 1) -> Throughput:
+            kv_dtype: str = "bf16", engine: str | Engine = "transformers", kept: int = 1,
+            prefill_chunk: int | None = None) -> Throughput:
     """Prefill ``ctx`` prompt tokens for ``batch`` sequences, then one decode step at that length."""
     eng = get_engine(engine) if isinstance(engine, str) else engine
     dtype = compute_dtype(quant)
     peak, bw = device.flops(dtype), device.memory_bandwidth_bytes_per_s
     eff_p, eff_d, provenance = efficiencies(device, dtype)
     p_flop = prefill_flop(spec, ctx, batch, kept)
+    # small routed GEMMs run below the dense efficiency: weight their FLOPs by 1 / (m / (m + half_rows))
+    half = device.efficiency.expert_gemm_half_rows
+    m = expert_rows(spec, batch * min(ctx, prefill_chunk or ctx))
+    p_work = p_flop + (prefill_expert_flop(spec, ctx, batch) * half / m if spec.text.enable_moe_block else 0.0)
     p_bytes = prefill_weight_bytes(spec, quant)
     d_bytes = decode_step_bytes(spec, ctx, batch, quant, kv_dtype, eng)
     d_flop = decode_step_flop(spec, ctx, batch)
     d_bw, d_compute = d_bytes / (bw * eff_d), d_flop / (peak * eff_p)
     return Throughput(
         prefill_tokens=ctx, batch=batch, prefill_flop=p_flop,
-        prefill_seconds=max(p_flop / (peak * eff_p), p_bytes / (bw * eff_d)),
+        prefill_seconds=max(p_work / (peak * eff_p), p_bytes / (bw * eff_d)),
         prefill_seconds_roofline=max(p_flop / peak, p_bytes / bw),
         decode_step_bytes=d_bytes, decode_step_flop=d_flop, decode_step_seconds=max(d_bw, d_compute),
         decode_step_seconds_roofline=max(d_bytes / bw, d_flop / peak),

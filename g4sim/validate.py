@@ -3,7 +3,7 @@
 For each measured configuration the analytic model is re-run with the same reduced spec, dtype /
 weight format, batch, prefill chunk and the "g4sim" engine rule on the row's device profile.
 Tolerances: parameter and KV bytes exact; peak prefill memory within 5 %; prefill and decode
-tokens/s within 25 % on rows the calibration did not see (float weights; the on-the-fly
+tokens/s within 25 % on rows the calibration did not see (g4sim/calibrate.py says which it saw) (float weights; the on-the-fly
 dequantizing int8/int4 kernels of g4sim's model are reported but not held to the speed tolerance).
 """
 
@@ -64,7 +64,9 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
     chunk = int(row.get("chunk") or 0) or None
     engine = get_engine("g4sim")
     label = f"{row['model']}[{row['layers']}L] {fmt} ctx {ctx} b{batch}"
-    calib = str(row["model"]) in calibration_models
+    from g4sim.calibrate import CALIBRATION_MOE_ROWS
+
+    calib = str(row["model"]) in calibration_models or (str(row["model"]), ctx) in CALIBRATION_MOE_ROWS
     out: list[Check] = []
     weights = sum(weight_bytes_by_component(spec, fmt).values())
     scalars = spec.text.num_layers * (4 if fmt == "fp32" else 2)  # layer_scalar buffers, not priced weights
@@ -77,7 +79,7 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
                      TOLERANCES["prefill_peak_bytes"], calib))
     float_weights = fmt in ("fp32", "bf16", "fp16")
     speed_tol = None if (calib or not float_weights) else TOLERANCES["prefill_tokens_per_s"]
-    prefill = predict(spec, device, ctx=ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine)
+    prefill = predict(spec, device, ctx=ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine, prefill_chunk=chunk)
     out.append(Check(index, label, "prefill_tokens_per_s", prefill.prefill_tokens_per_s,
                      float(row["prefill_tokens_per_s"]), speed_tol, calib))
     steps = int(row.get("decode_steps") or 0)
