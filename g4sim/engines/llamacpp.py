@@ -7,14 +7,17 @@ Sources (ggml-org/llama.cpp):
   ``GGML_PAD(min(n_ctx, n_swa * (unified ? n_seq_max : 1) + n_ubatch), 256)`` cells unless
   ``swa_full``, then ``n_ctx``; full layers hold ``n_ctx`` (shared by all sequences when unified).
 * ``src/llama-kv-cache.cpp`` — K and V types are set separately (-ctk / -ctv); without flash
-  attention V is stored transposed and every layer's V row takes the widest V of any layer;
+  attention V is stored transposed and every layer's V row takes the widest V of any layer (and a
+  quantized V cache is refused: ``llama_init_from_model``);
   KV-shared layers (Gemma 3n / Gemma 4 E-models) get no cache.
 * ``src/llama-model.cpp`` — the token embedding and per-layer token embeddings are input tensors
   kept in host memory; a tied output re-uses the embedding as an output tensor that is offloaded
   with the output layer (a second copy on the GPU); with ``-ngl N`` the last N of the n_layer + 1
   layers (the +1 is the output) go to the GPU: ``i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)``;
   ``--n-cpu-moe N`` keeps the expert tensors of the first N layers in host memory.
-* The compute buffer is estimated, not read from the source: the largest of the micro-batch's
+* Checked against a real llama.cpp (llama-cpp-python 0.3.36, ``scripts/llamacpp_check.py``): KV cells,
+  layers and K/V bytes and the model buffer match its log exactly (tests/test_llamacpp_rule.py).
+* The compute buffer is estimated, not read from the source (it under-estimates small models): the largest of the micro-batch's
   logits (n_ubatch x vocab x 4 B, reserved for a full micro-batch of outputs), its MLP / MoE
   intermediates, and, without flash attention, the F32 attention scores n_kv x n_ubatch x heads.
 """
@@ -77,6 +80,9 @@ class LlamaCppEngine(Engine):
     def kv_terms(self, t: TextSpec, *, ctx: int, batch: int, kv_dtype: str) -> list[MemoryTerm]:
         # With one unified cache, n_ctx cells serve all sequences: callers size ctx = per-seq ctx x batch.
         v_type = self.cache_type_v or kv_dtype
+        if not self.flash_attn and get_kv_dtype(v_type).block > 1:
+            # llama_init_from_model: "quantized V cache requires flash_attn to be enabled"
+            raise ValueError(f"llama.cpp: a quantized V cache ({v_type}) requires flash attention (flash_attn=True)")
         cells_ctx = ctx * batch if self.kv_unified else ctx
         out = []
         for kind, sliding in (("sliding", True), ("full", False)):
