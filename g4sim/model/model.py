@@ -142,6 +142,7 @@ class Experts(nn.Module):
     def __init__(self, t: TextSpec):
         super().__init__()
         E, I, H = t.num_experts, t.moe_intermediate_size, t.hidden_size
+        self.num_experts = E
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, H))
         self.down_proj = nn.Parameter(torch.empty(E, H, I))
 
@@ -152,7 +153,7 @@ class Experts(nn.Module):
         out = torch.zeros_like(x)
         flat_expert = index.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
-        counts = torch.bincount(flat_expert, minlength=self.gate_up_proj.shape[0]).tolist()
+        counts = torch.bincount(flat_expert, minlength=self.num_experts).tolist()
         token_of = order // index.shape[1]
         slot_of = order % index.shape[1]
         begin = 0

@@ -81,33 +81,16 @@ class QuantLinear(nn.Module):
 
 
 class QuantExperts(Experts):
+    """Expert banks stored quantized; Experts.forward dequantizes only the experts a batch routes to."""
+
     def __init__(self, experts: Experts, fmt: str):
         nn.Module.__init__(self)
+        self.num_experts = experts.num_experts
         self.gate_up_q = QuantTensor(experts.gate_up_proj.data, fmt)
         self.down_q = QuantTensor(experts.down_proj.data, fmt)
-        self.gate_up_proj = experts.gate_up_proj.new_empty(0)  # shape source for counts only
-        self.num_experts = experts.gate_up_proj.shape[0]
 
     def expert_weights(self, e: int):
         return self.gate_up_q.weight(e), self.down_q.weight(e)
-
-    def forward(self, x, weights, index):
-        out = torch.zeros_like(x)
-        flat = index.reshape(-1)
-        order = torch.argsort(flat, stable=True)
-        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
-        begin = 0
-        for e, n in enumerate(counts):
-            if n == 0:
-                continue
-            sel = order[begin:begin + n]
-            begin += n
-            tok, slot = sel // index.shape[1], sel % index.shape[1]
-            gate_up, down = self.expert_weights(e)
-            gate, up = F.linear(x[tok], gate_up).chunk(2, dim=-1)
-            y = F.linear(F.gelu(gate, approximate="tanh") * up, down) * weights[tok, slot, None]
-            out.index_add_(0, tok, y.to(out.dtype))
-        return out
 
 
 QUANT_FORMATS = ("int8", "int4-g128")
