@@ -24,7 +24,7 @@ CASES = {"e2b": 10, "26b-a4b": 2}
 def child(impl: str, ckpt: str, prompt: int, decode: int) -> dict:
     import torch
 
-    from g4sim.profile import peak_bytes, reset_peak, rss_bytes
+    from g4sim.measure.profile import peak_bytes, reset_peak, rss_bytes
 
     torch.set_num_threads(os.cpu_count() or 1)
     base = rss_bytes()

@@ -24,7 +24,8 @@ def cold_plan_seconds(runs: int = 5) -> float:
 
 
 def sweep_seconds() -> tuple[float, int]:
-    from g4sim.analytic import QUANT_FORMATS, estimate_memory
+    from g4sim.engines import estimate_memory
+from g4sim.analytic import QUANT_FORMATS
     from g4sim.hardware import load_profiles
     from g4sim.spec import VARIANTS
 

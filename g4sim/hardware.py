@@ -1,9 +1,10 @@
 """Hardware profiles: one YAML per device in ``hardware_profiles/``, validated on load.
 
-A profile says how much memory a device has and how much of it a model may use, how fast that
-memory is, its dense peak FLOP/s per dtype, its interconnect, and the achieved efficiencies the
-throughput model applies (defaults until ``g4sim calibrate`` fits them from measurements).  Every
-profile lists its ``sources``.  No torch import.
+A profile says how much memory a device has and how much of it a model may use (after a cited
+``reserved`` block: what the driver / firmware, a desktop session and the OS take before any model
+loads, and any wired-memory limit), how fast that memory is, its dense peak FLOP/s per dtype, its
+interconnect, and the achieved efficiencies the throughput model applies (defaults until ``g4sim
+calibrate`` fits them from measurements).  Every profile lists its ``sources``.  No torch import.
 """
 
 from __future__ import annotations
@@ -30,9 +31,33 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
+class Reserve:
+    """Memory a model can never have, by cause, each non-zero figure cited in ``sources``.
+
+    ``driver_bytes``: taken before any process runs (firmware / driver / ECC; what nvidia-smi reports as reserved
+    and used on an idle headless card; RAM the firmware carves out).  ``display_bytes``: a desktop session drawing
+    on the device (compositor, browser); 0 for cards with no display output.  ``os_bytes``: where the model's
+    memory is system RAM, what the OS and background services keep resident.  The engines count their own CUDA
+    context separately: it is not in here.
+    """
+
+    driver_bytes: int
+    display_bytes: int
+    os_bytes: int
+    sources: tuple[str, ...]
+
+    def total(self, display_attached: bool = True) -> int:
+        """Bytes reserved; ``display_attached=False`` is the headless case (no desktop session on the device)."""
+        return self.driver_bytes + self.os_bytes + (self.display_bytes if display_attached else 0)
+
+
+@dataclass(frozen=True)
 class Interconnect:
+    """A link: its name and bandwidth in ONE direction (datasheets usually quote both added up)."""
+
     name: str
-    bandwidth_bytes_per_s: float
+    bandwidth_bytes_per_s: float  # one direction
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,18 +99,36 @@ class HardwareProfile:
     unified_memory: bool
     efficiency: Efficiency
     sources: tuple[str, ...]
+    reserve: Reserve  # taken by the driver, a desktop session and the OS before any model loads (cited)
     memory_type: str = ""
-    interconnect: Interconnect | None = None
-    usable_memory_fraction: float = 1.0  # share of RAM the accelerator may hold (unified memory)
-    reserved_memory_bytes: int = 0  # taken by the OS / driver before any model loads
+    interconnect: Interconnect | None = None  # GPU to GPU
+    host_link: Interconnect | None = None  # host memory to the device, where it differs from ``interconnect``
+    usable_memory_fraction: float = 1.0  # share of RAM the accelerator may hold (Apple's GPU wired-memory limit)
     published: tuple[PublishedMeasurement, ...] = ()
     notes: str = ""
     path: str = field(default="", compare=False)
 
+    def usable_bytes(self, display_attached: bool = True) -> int:
+        """Memory a model may use: after the cited reserve and any wired-memory limit.
+
+        ``display_attached=False`` drops the desktop-session share (a headless box, or a GPU that drives no display).
+        """
+        return int(min(self.memory_bytes * self.usable_memory_fraction,
+                       self.memory_bytes - self.reserve.total(display_attached)))
+
     @property
     def usable_memory_bytes(self) -> int:
-        """Memory a model may use: after the OS / driver reserve and any wired-memory limit."""
-        return int(min(self.memory_bytes * self.usable_memory_fraction, self.memory_bytes - self.reserved_memory_bytes))
+        """``usable_bytes()`` with a desktop session attached: the safe default for a planner."""
+        return self.usable_bytes(True)
+
+    @property
+    def host_link_bytes_per_s(self) -> float | None:
+        """One-direction bandwidth between host memory and this device (None: no separate host link)."""
+        if self.host_link is not None:
+            return self.host_link.bandwidth_bytes_per_s
+        if self.interconnect is not None and self.interconnect.name.lower().startswith("pcie"):
+            return self.interconnect.bandwidth_bytes_per_s
+        return None
 
     def flops(self, dtype: str) -> float:
         """Peak dense FLOP/s for ``dtype``, falling back to the nearest rate the device has."""
@@ -101,12 +144,15 @@ class HardwareProfile:
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "name": str, "display_name": str, "kind": str, "vendor": str, "memory_bytes": int,
     "memory_bandwidth_bytes_per_s": (int, float), "peak_flops": dict, "unified_memory": bool,
-    "efficiency": dict, "sources": list,
+    "efficiency": dict, "sources": list, "reserved": dict,
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "memory_type": str, "interconnect": (dict, type(None)), "usable_memory_fraction": (int, float),
-    "reserved_memory_bytes": int, "published": list, "notes": str,
+    "memory_type": str, "interconnect": (dict, type(None)), "host_link": (dict, type(None)), "usable_memory_fraction": (int, float),
+    "published": list, "notes": str,
 }
+RESERVE_FIGURES = ("driver_bytes", "display_bytes", "os_bytes")
+_RETIRED = {"reserved_memory_bytes": "replaced by the cited 'reserved' block (driver_bytes, display_bytes, os_bytes, "
+                                     "sources)"}
 
 
 def _fail(path: Path, fieldname: str, why: str) -> ProfileError:
@@ -119,18 +165,38 @@ def _positive(path: Path, fieldname: str, value: Any) -> float:
     return value
 
 
+def _link(path: Path, key: str, ic: Any) -> Interconnect | None:
+    """An interconnect block: name, one-direction bandwidth and its source."""
+    if not ic:
+        return None
+    if not isinstance(ic, dict):
+        raise _fail(path, key, f"must be a mapping (name, bandwidth_bytes_per_s_per_direction, source), got {ic!r}")
+    unknown = sorted(set(ic) - {"name", "bandwidth_bytes_per_s_per_direction", "source"})
+    if unknown:
+        raise _fail(path, f"{key}.{unknown[0]}", "is not a link field; valid: name, bandwidth_bytes_per_s_per_direction "
+                    "(one direction: datasheets often quote both directions added up), source")
+    if not isinstance(ic.get("name"), str):
+        raise _fail(path, f"{key}.name", "is missing")
+    if not isinstance(ic.get("source"), str) or not ic["source"]:
+        raise _fail(path, f"{key}.source", "must cite where the bandwidth comes from")
+    bw = _positive(path, f"{key}.bandwidth_bytes_per_s_per_direction", ic.get("bandwidth_bytes_per_s_per_direction"))
+    return Interconnect(ic["name"], float(bw), ic["source"])
+
+
 def parse_profile(data: Any, path: Path) -> HardwareProfile:
     """Validate one profile mapping; errors name the file and the field."""
     if not isinstance(data, dict):
         raise ProfileError(f"{path.name}: expected a mapping of fields, got {type(data).__name__}")
+    # unknown fields first, so a file still written with a retired field is told what replaced it
+    unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        hint = f" ({_RETIRED[unknown[0]]})" if unknown[0] in _RETIRED else ""
+        raise _fail(path, unknown[0], f"is not a profile field{hint}; valid: {', '.join([*_REQUIRED, *_OPTIONAL])}")
     for key, typ in _REQUIRED.items():
         if key not in data:
             raise _fail(path, key, "is missing")
         if isinstance(data[key], bool) and typ is not bool or not isinstance(data[key], typ):
             raise _fail(path, key, f"must be {getattr(typ, '__name__', typ)}, got {data[key]!r}")
-    unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise _fail(path, unknown[0], f"is not a profile field; valid: {', '.join([*_REQUIRED, *_OPTIONAL])}")
     for key, typ in _OPTIONAL.items():
         if key in data and not isinstance(data[key], typ):
             raise _fail(path, key, f"has the wrong type: {data[key]!r}")
@@ -173,13 +239,9 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
     frac = data.get("usable_memory_fraction", 1.0)
     if not 0 < frac <= 1:
         raise _fail(path, "usable_memory_fraction", f"must be in (0, 1], got {frac!r}")
-    ic = data.get("interconnect")
-    interconnect = None
-    if ic:
-        if not isinstance(ic.get("name"), str):
-            raise _fail(path, "interconnect.name", "is missing")
-        interconnect = Interconnect(ic["name"], float(_positive(path, "interconnect.bandwidth_bytes_per_s",
-                                                                 ic.get("bandwidth_bytes_per_s"))))
+    reserve = _parse_reserve(data["reserved"], int(data["memory_bytes"]), path)
+    interconnect = _link(path, "interconnect", data.get("interconnect"))
+    host_link = _link(path, "host_link", data.get("host_link"))
     published = []
     for i, item in enumerate(data.get("published") or []):
         try:
@@ -200,10 +262,37 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
         peak_flops=flops, unified_memory=data["unified_memory"],
         efficiency=Efficiency(float(eff["prefill_compute"]), float(eff["decode_bandwidth"]), eff["provenance"],
                               by_dtype or None, float(half_rows)),
-        sources=tuple(data["sources"]), memory_type=data.get("memory_type", ""), interconnect=interconnect,
-        usable_memory_fraction=float(frac), reserved_memory_bytes=int(data.get("reserved_memory_bytes", 0)),
+        sources=tuple(data["sources"]), reserve=reserve, memory_type=data.get("memory_type", ""),
+        interconnect=interconnect, host_link=host_link, usable_memory_fraction=float(frac),
         published=tuple(published), notes=data.get("notes", ""), path=str(path),
     )
+
+
+def _parse_reserve(block: dict, memory_bytes: int, path: Path) -> Reserve:
+    """Validate the ``reserved`` block: three non-negative byte counts, cited whenever any is non-zero."""
+    unknown = sorted(set(block) - {*RESERVE_FIGURES, "sources"})
+    if unknown:
+        raise _fail(path, f"reserved.{unknown[0]}",
+                    f"is not a reserve field; valid: {', '.join([*RESERVE_FIGURES, 'sources'])}")
+    figures = {}
+    for key in RESERVE_FIGURES:
+        if key not in block:
+            raise _fail(path, f"reserved.{key}", "is missing (write 0 where nothing is taken)")
+        value = block[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _fail(path, f"reserved.{key}", f"must be a non-negative integer number of bytes, got {value!r}")
+        figures[key] = value
+    sources = block.get("sources") or []
+    if not isinstance(sources, list) or not all(isinstance(s, str) and s.strip() for s in sources):
+        raise _fail(path, "reserved.sources", f"must be a list of non-empty strings, got {sources!r}")
+    if any(figures.values()) and not sources:
+        nonzero = ", ".join(f"{k}={v}" for k, v in figures.items() if v)
+        raise _fail(path, "reserved.sources", f"must cite at least one source for the non-zero figures ({nonzero})")
+    reserve = Reserve(sources=tuple(sources), **figures)
+    if reserve.total(display_attached=True) >= memory_bytes:
+        raise _fail(path, "reserved", f"totals {reserve.total()} bytes (driver + display + os), which leaves no "
+                                      f"usable memory of memory_bytes {memory_bytes}")
+    return reserve
 
 
 def read_yaml(path: Path, error: type[ValueError]):

@@ -135,7 +135,7 @@ def parse_scenario(data: Any, path: Path) -> Scenario:
             get_quant(str(quant))
         except KeyError:
             raise _fail(path, "quants", f"has unknown weight format {quant!r}") from None
-    _choice(path, "engine", data["engine"], ENGINES)
+    _choice(path, "engine", data["engine"], [*ENGINES, "auto"])  # auto: what users of each device and format run
     _choice(path, "kv_dtype", data.get("kv_dtype", "bf16"), KV_DTYPES)
     soft = data.get("soft_tokens_per_image", 0)
     if data.get("images_per_request") and soft not in SOFT_TOKEN_BUDGETS:

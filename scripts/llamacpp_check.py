@@ -222,7 +222,7 @@ def main() -> None:
     for name in SPECS:
         for r in [r for r in rows if r["spec"] == name and r["group"] == "full"]:
             est = get_engine("llamacpp", n_ubatch=r["n_ubatch"], flash_attn=r["flash_attn"]).activation_terms(
-                SPECS[name], ctx=r["n_ctx"], batch=1, quant="fp32", prefill_chunk=None)[0].bytes / 2**20
+                SPECS[name], ctx=r["n_ctx"], batch=1, quant="fp32")[0].bytes / 2**20
             print(f"{name:<10}{r['logged_model_mib']:>18}/{predicted_weights_bytes(SPECS[name]) / 2**20:<9.2f}"
                   f"{r['logged_compute_mib']:>24}/{est:<9.2f}({r['n_ubatch']})")
     out = ROOT / "tests" / "data" / "llamacpp_logged.csv"

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from g4sim import check as check_mod
+from g4sim.outputs import check as check_mod
 from g4sim.cli import main
 
 
@@ -32,6 +32,9 @@ def test_one_byte_per_token_of_kv_fails(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(base, "kv_layer_bytes",
                         lambda t, layer, cells, kv_dtype="bf16", batch=1: 0 if t.is_kv_shared(layer) else
                         batch * cells * (original(t, layer, memory.get_kv_dtype(kv_dtype)) + 1))
+    from g4sim.evaluation import clear_caches
+
+    clear_caches()  # memory is cached per deployment: the patched rule must be recomputed
     junit = tmp_path / "junit.xml"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     code, out = run(["check", "--baseline", str(check_mod.BASELINE), "--junit", str(junit)], capsys)
@@ -39,6 +42,8 @@ def test_one_byte_per_token_of_kv_fails(monkeypatch, tmp_path, capsys):
     assert "regression" in out.out and "::error file=" in out.out
     suite = ET.parse(junit).getroot()
     assert int(suite.get("failures")) >= 1 and suite.find("testcase/failure") is not None
+    monkeypatch.undo()
+    clear_caches()
 
 
 def test_improvements_pass_and_update_round_trips(tmp_path, capsys):

@@ -21,7 +21,7 @@ def run(args: list[str], capsys) -> tuple[int, str, str]:
 def test_plan_prints_breakdown_and_verdict(capsys):
     code, out, _ = run(["plan", "--model", "26b-a4b", "--ctx", "256k", "--gpu", "rtx4090", "--quant", "q4_k_m"], capsys)
     assert code == 0
-    for needle in ("Weights", "KV cache", "Activations", "Overhead", "experts", "full layers", "Usable capacity",
+    for needle in ("Weights", "KV cache", "Activations", "Overhead", "experts", "full layers", "Budget", "Margin",
                    "Largest context that fits", "Largest batch", "computed"):
         assert needle in out
     assert "FIT" in out
@@ -31,12 +31,13 @@ def test_plan_json_is_stable_and_consistent(capsys):
     code, out, _ = run(["plan", "-m", "31b", "--ctx", "32k", "--gpu", "h100-sxm", "--json"], capsys)
     assert code == 0
     data = json.loads(out)
-    assert set(data) >= {"g4sim_version", "provenance", "request", "params", "memory", "capacity", "fits",
-                         "headroom_bytes", "max_context_tokens", "max_batch", "suggested_quant"}
+    assert set(data) >= {"g4sim_version", "provenance", "request", "params", "memory", "capacity", "verdict", "fits",
+                         "headroom_bytes", "max_context_tokens", "max_batch", "layouts", "throughput", "launch_command"}
     mem = data["memory"]
     assert mem["accelerator_total_bytes"] == sum(t["bytes"] for t in mem["terms"] if t["location"] == "accelerator")
     assert mem["accelerator_total_bytes"] == sum(mem["by_category_bytes"].values())
-    assert data["headroom_bytes"] == data["capacity"]["usable_bytes"] - mem["accelerator_total_bytes"]
+    assert mem["needed_bytes"] == mem["accelerator_total_bytes"]  # a discrete GPU: host memory is not its budget
+    assert data["headroom_bytes"] == data["capacity"]["budget_bytes"] - mem["needed_bytes"]
     assert data["request"]["ctx_tokens"] == 32768 and data["params"]["total"] == 30_697_345_280
     assert data["fits"] is True and data["max_batch"] >= 1
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from g4sim.analytic.components import Component, Location
+
 import pytest
 
-from g4sim.analytic import estimate_memory
-from g4sim.engines import get_engine
+from g4sim.engines import estimate_memory
+from g4sim.engines import Workload, get_engine
 from g4sim.spec import get_variant
 
 MOE = get_variant("26b-a4b")
@@ -21,9 +23,34 @@ def test_vllm_sliding_layers_reserve_window_plus_batched_tokens():
     assert eng.kv_cells(t, 0, 1000) == (-(-1000 // 16) + 1) * 16  # capped at max_model_len
 
 
-def test_vllm_budget_is_utilization_of_capacity():
-    assert get_engine("vllm").usable_bytes(1000) == 900
-    assert get_engine("vllm", gpu_memory_utilization=0.5).usable_bytes(1000) == 500
+def test_vllm_budget_is_utilization_of_capacity_capped_by_what_is_free():
+    assert get_engine("vllm").budget_bytes(1000, 1000) == 900
+    assert get_engine("vllm", gpu_memory_utilization=0.5).budget_bytes(1000, 1000) == 500
+    assert get_engine("vllm").budget_bytes(800, 1000) == 800  # a display already holds 200: vLLM cannot take 900
+    assert get_engine("llamacpp").budget_bytes(800, 1000) == 800
+
+
+def test_registry_is_explicit_and_fails_loudly():
+    from g4sim.engines import ENGINES, UnknownEngineError, engine_class
+
+    assert set(ENGINES) == {"llamacpp", "vllm", "transformers", "g4sim"}
+    assert engine_class("llama.cpp").name == "llamacpp" and engine_class("HF").name == "transformers"
+    with pytest.raises(UnknownEngineError):
+        engine_class("tgi")
+    for cls in ENGINES.values():  # every engine states what it loads, where it runs, and its settings' sources
+        assert cls.caps.weight_formats and cls.caps.kv_dtypes and cls.caps.device_kinds
+        assert all(o.flags and o.source and hasattr(cls(), o.field) for o in cls.options)
+
+
+def test_no_module_outside_an_engine_branches_on_an_engine_name():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "g4sim"
+    pattern = re.compile(r"""(engine|\.name)\s*(==|!=|in)\s*\(?["'](vllm|llamacpp|transformers|g4sim)["']""")
+    offenders = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py") if "engines" not in p.parts
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders
 
 
 def test_llamacpp_context_padding_and_swa_rule():
@@ -34,7 +61,9 @@ def test_llamacpp_context_padding_and_swa_rule():
     assert eng.kv_cells(t, 0, 262144) == 1536
     assert eng.kv_cells(t, 0, 1000) == 1024  # min with the padded context
     assert get_engine("llamacpp", swa_full=True).kv_cells(t, 0, 262144) == 262144
-    assert get_engine("llamacpp", n_seq_max=4).kv_cells(t, 0, 262144) == 4 * 1024 + 512
+    four_slots = get_engine("llamacpp", kv_unified=True).bind(Workload(MOE, 262144, 4))  # -np 4 --kv-unified
+    assert four_slots.kv_cells(t, 0, 262144) == 4 * 1024 + 512
+    assert get_engine("llamacpp").bind(Workload(MOE, 262144, 4)).kv_cells(t, 0, 262144) == 1536  # one stream each
     assert get_engine("llamacpp", n_ubatch=100).kv_cells(t, 0, 262144) == 1280  # pad256(1124)
 
 
@@ -63,12 +92,12 @@ def test_llamacpp_kv_shared_layers_have_no_cache():
 def test_llamacpp_offload_rules():
     spec = get_variant("26b-a4b")
     full = estimate_memory(spec, ctx=4096, quant="q4_k_m", engine="llamacpp")
-    assert full.get("weights: token_embedding (host)") > 0  # input embedding stays on the host
-    assert full.get("weights: output (tied embedding copy)") == full.get("weights: token_embedding (host)")
+    assert full.get(Component.TOKEN_EMBEDDING, Location.HOST) > 0  # input embedding stays on the host
+    assert full.get(Component.OUTPUT_COPY) == full.get(Component.TOKEN_EMBEDDING, Location.HOST)
     q8 = estimate_memory(spec, ctx=4096, quant="q8_0", engine="llamacpp")
     cpu_moe = estimate_memory(spec, ctx=4096, quant="q8_0", engine=get_engine("llamacpp", n_cpu_moe=10))
-    assert cpu_moe.get("weights: experts (host)") * 3 == q8.get("weights: experts")  # 10 of 30 layers
-    assert cpu_moe.get("weights: experts (host)") + cpu_moe.get("weights: experts") == q8.get("weights: experts")
+    assert cpu_moe.get(Component.EXPERTS, Location.HOST) * 3 == q8.get(Component.EXPERTS)  # 10 of 30 layers
+    assert cpu_moe.get(Component.EXPERTS, Location.HOST) + cpu_moe.get(Component.EXPERTS) == q8.get(Component.EXPERTS)
     partial = estimate_memory(spec, ctx=4096, quant="q4_k_m", engine=get_engine("llamacpp", n_gpu_layers=16))
     assert partial.total("host") > full.total("host") and partial.total() < full.total()
 

@@ -52,7 +52,7 @@ def test_weights_equal_the_logged_model_buffer(spec):
 
 
 def test_quantized_v_needs_flash_attention():
-    from g4sim.analytic import estimate_memory
+    from g4sim.engines import estimate_memory
     from g4sim.engines import get_engine
     from g4sim.spec import get_variant
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from g4sim.analytic.components import Component, Location
+
 import pytest
 
-from g4sim.analytic import count_params, estimate_memory, get_quant, weight_bytes_by_component
+from g4sim.engines import estimate_memory
+from g4sim.analytic import count_params, get_quant, weight_bytes_by_component
 from g4sim.analytic.quant import QuantContext, Tensor, ggml_bytes
 from g4sim.analytic.memory import logits_bytes
 from g4sim.analytic.tensors import quant_context, text_tensors
@@ -27,14 +32,14 @@ def test_kv_bytes_equal_hand_formula(variant, ctx_factor):
     ctx = int(window * ctx_factor)
     m = estimate_memory(get_variant(variant), ctx=ctx, batch=3, engine="g4sim")
     bf16 = 2
-    assert m.get("kv cache: sliding layers") == 3 * n_s * min(ctx, window) * 2 * s_width * bf16
-    assert m.get("kv cache: full layers") == 3 * n_f * ctx * 2 * f_width * bf16
+    assert m.get(Component.KV_SLIDING) == 3 * n_s * min(ctx, window) * 2 * s_width * bf16
+    assert m.get(Component.KV_FULL) == 3 * n_f * ctx * 2 * f_width * bf16
 
 
 def test_transformers_sliding_cache_keeps_window_minus_one():
     spec = get_variant("31b")
     m = estimate_memory(spec, ctx=8192, engine="transformers")
-    assert m.get("kv cache: sliding layers") == 50 * 1023 * 2 * 16 * 256 * 2
+    assert m.get(Component.KV_SLIDING) == 50 * 1023 * 2 * 16 * 256 * 2
 
 
 def test_kv_dtypes_use_ggml_block_sizes():
@@ -100,7 +105,7 @@ def test_int4_group_wise_counts_scales_and_zeros():
 
 def test_ple_table_can_live_on_the_host():
     spec = get_variant("e2b")
-    on_host = estimate_memory(spec, ctx=4096, engine=get_engine("g4sim", ple_location="host"))
+    on_host = estimate_memory(spec, ctx=4096, engine=replace(get_engine("g4sim"), ple_location=Location.HOST))
     on_gpu = estimate_memory(spec, ctx=4096, engine="g4sim")
     ple = 262_144 * 35 * 256 * 2
     assert on_host.total("host") == ple

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from g4sim.analytic.components import Component, Location
+
 from hypothesis import given, settings, strategies as st
 
-from g4sim.analytic import QUANT_FORMATS, estimate_memory
+from g4sim.engines import estimate_memory
+from g4sim.analytic import QUANT_FORMATS
 from g4sim.engines import ENGINES
 from g4sim.spec import VARIANTS
 
@@ -42,8 +45,8 @@ def test_sliding_kv_stops_growing_past_the_window(variant, engine, extra, batch)
     # past the window plus any engine's prefill slack (vLLM: window - 1 + max_num_batched_tokens;
     # llama.cpp: window + n_ubatch, padded to 256) a sliding layer's cache is constant
     w = spec.text.sliding_window + 8192
-    at = estimate_memory(spec, ctx=w, batch=batch, engine=engine).get("kv cache: sliding layers")
-    past = estimate_memory(spec, ctx=w + extra, batch=batch, engine=engine).get("kv cache: sliding layers")
+    at = estimate_memory(spec, ctx=w, batch=batch, engine=engine).get(Component.KV_SLIDING)
+    past = estimate_memory(spec, ctx=w + extra, batch=batch, engine=engine).get(Component.KV_SLIDING)
     assert at == past
 
 
@@ -53,5 +56,5 @@ def test_totals_equal_the_sum_of_their_parts(variant, engine, ctx, batch, quant,
     m = estimate_memory(VARIANTS[variant], ctx=ctx, batch=batch, quant=quant, engine=engine, vision=vision, audio=audio)
     assert m.total(None) == sum(t.bytes for t in m.terms)
     assert m.total() == sum(m.by_category().values())
-    assert m.total(None) == m.total("accelerator") + m.total("host") + m.total("disk")
+    assert m.total(None) == m.total(Location.ACCELERATOR) + m.total(Location.HOST)
     assert all(t.bytes >= 0 for t in m.terms)

@@ -8,7 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from g4sim.analytic import count_params, estimate_memory, kv_layer_bytes  # noqa: E402
+from g4sim.engines import estimate_memory
+from g4sim.analytic import count_params, kv_layer_bytes  # noqa: E402
 from g4sim.engines import get_engine  # noqa: E402
 from g4sim.model import CheckpointError, Gemma4ForCausalLM, KVCache, count_parameters  # noqa: E402
 from g4sim.spec import VARIANTS  # noqa: E402

@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from g4sim.measurements import append_row  # noqa: E402
-from g4sim.profile import ProfileRun, profile  # noqa: E402
-from g4sim.validate import validate  # noqa: E402
+from g4sim.measure.measurements import append_row  # noqa: E402
+from g4sim.measure.profile import ProfileRun, profile  # noqa: E402
+from g4sim.measure.validate import validate  # noqa: E402
 
 
 def test_live_profile_writes_rows_that_validate(tmp_path):
@@ -31,7 +31,7 @@ def test_live_profile_writes_rows_that_validate(tmp_path):
 def test_store_append_is_atomic_and_keeps_rows(tmp_path, monkeypatch):
     path = tmp_path / "dev.csv"
     append_row(path, {"a": 1, "b": 2})
-    import g4sim.measurements as m
+    import g4sim.measure.measurements as m
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # interrupted while writing the next row

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
+from g4sim.engines import Workload, get_engine
+from g4sim.evaluation.speed import predict
 from g4sim.hardware import load_profiles
 from g4sim.spec import get_variant
-from g4sim.throughput import predict
 
 _QUANTS = (("q4_k_m", "q4_k_m"), ("q8_0", "q8_0"), ("q4_0", "q4_0"), ("int4", "q4_0"), ("q4", "q4_k_m"),
            ("bf16", "bf16"), ("fp16", "fp16"), ("litertlm", "q4_0"))
@@ -28,9 +29,8 @@ def _quant(text: str) -> str:
 def comparisons():
     for prof in load_profiles().values():
         for pub in prof.published:
-            engine = "llamacpp"  # the closest allocation rule g4sim has for llama.cpp, LiteRT-LM and the like
-            t = predict(get_variant(pub.model), prof, ctx=pub.ctx or 1024, batch=pub.batch, quant=_quant(pub.quant),
-                        engine=engine)
+            engine = get_engine("llamacpp")  # the closest rule g4sim has for llama.cpp, LiteRT-LM and the like
+            t = predict(engine, Workload(get_variant(pub.model), pub.ctx or 1024, pub.batch, _quant(pub.quant)), prof)
             yield prof, pub, t
 
 

@@ -30,7 +30,7 @@ def test_scenario_report(tmp_path, capsys):
 
 
 def test_failed_report_leaves_no_file(tmp_path, capsys, monkeypatch):
-    import g4sim.report as report
+    import g4sim.outputs.report as report
 
     def boom(r):
         raise RuntimeError("figure failed")

@@ -7,17 +7,20 @@ import json
 import pytest
 
 from g4sim.cli import main
-from g4sim.engines import get_engine
+from g4sim.engines import Workload, get_engine
+from g4sim.evaluation import Request, fit
 from g4sim.hardware import get_profile
-from g4sim.plan import PlanRequest, max_batch
-from g4sim.serving import capacity
+from g4sim.plan.capacity import capacity
+from g4sim.plan.search import max_batch
 from g4sim.spec import get_variant
 
 
 def test_capacity_agrees_with_the_plan_and_finds_the_knee():
-    req = PlanRequest(spec=get_variant("e2b"), device=get_profile("h200"), ctx=4096, engine=get_engine("vllm"))
+    req = Request(Workload(get_variant("e2b"), 4096), get_profile("h200"), get_engine("vllm"))
     cap = capacity(req, concurrency=32, output_tokens=256)
     assert cap.max_concurrency == max_batch(req) and cap.fits_asked
+    assert fit(req.with_workload(batch=cap.max_concurrency)).safe
+    assert not fit(req.with_workload(batch=cap.max_concurrency + 1)).safe
     assert cap.knee_reason == "KV-bound" and cap.knee_batch < cap.max_concurrency  # 4k tokens of KV per sequence
     speeds = [p.decode_tokens_per_s for p in cap.points]
     assert speeds == sorted(speeds)  # aggregate throughput grows with the batch

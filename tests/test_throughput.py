@@ -7,10 +7,11 @@ import random
 from hypothesis import given, settings, strategies as st
 
 from g4sim.analytic import QUANT_FORMATS
-from g4sim.engines import ENGINES
+from g4sim.analytic.work import expected_distinct_experts, prefill_flop
+from g4sim.engines import ENGINES, Workload, get_engine
+from g4sim.evaluation.speed import predict
 from g4sim.hardware import load_profiles
 from g4sim.spec import VARIANTS, get_variant
-from g4sim.throughput import expected_distinct_experts, predict, prefill_flop
 
 
 def test_distinct_experts_matches_monte_carlo():
@@ -36,16 +37,23 @@ def test_prefill_flop_by_hand_for_one_dense_layer():
 
 def test_moe_decode_reads_more_experts_as_the_batch_grows():
     spec, dev = get_variant("26b-a4b"), load_profiles()["h100-sxm"]
-    one = predict(spec, dev, ctx=4096, batch=1).decode_step_bytes
-    many = predict(spec, dev, ctx=4096, batch=64).decode_step_bytes
+    eng = get_engine("vllm")
+    one = predict(eng, Workload(spec, 4096, 1), dev).decode_step_bytes
+    many = predict(eng, Workload(spec, 4096, 64), dev).decode_step_bytes
     assert many > one * 3  # 8 of 128 experts per layer at batch 1; nearly all at 64
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.sampled_from(sorted(VARIANTS)), st.sampled_from(sorted(load_profiles())), st.sampled_from(sorted(QUANT_FORMATS)),
-       st.integers(1, 131072), st.integers(1, 256), st.sampled_from(sorted(ENGINES)))
-def test_predictions_never_beat_the_roofline(variant, device, quant, ctx, batch, engine):
-    t = predict(VARIANTS[variant], load_profiles()[device], ctx=ctx, batch=batch, quant=quant, engine=engine)
+       st.integers(1, 131072), st.integers(1, 256), st.sampled_from(sorted(ENGINES)), st.sampled_from([1, 2, 4, 8]),
+       st.sampled_from([0, 2**30, 8 * 2**30]))
+def test_predictions_never_beat_the_roofline(variant, device, quant, ctx, batch, engine, gpus, host_bytes):
+    dev = load_profiles()[device]
+    eng = get_engine(engine)
+    if gpus > 1 and (eng.caps.parallel is None or dev.interconnect is None):
+        gpus = 1
+    t = predict(eng, Workload(VARIANTS[variant], ctx, batch, quant), dev, gpus, host_bytes,
+                load_profiles()["desktop-ddr5"] if host_bytes else None)
     assert t.prefill_tokens_per_s <= t.prefill_tokens_per_s_roofline * (1 + 1e-12)
     assert t.decode_tokens_per_s <= t.decode_tokens_per_s_roofline * (1 + 1e-12)
     assert t.prefill_seconds > 0 and t.decode_step_seconds > 0

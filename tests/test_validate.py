@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from g4sim.calibrate import CALIBRATION_MODELS
+from g4sim.measure.split import CALIBRATION_MODELS
 from g4sim.cli import main
-from g4sim.measurements import STORE_DIR, load_store
+from g4sim.measure.measurements import STORE_DIR, load_store
 
 
 def test_committed_measurements_cover_every_variant():

@@ -1,8 +1,8 @@
 """Memory of one deployment, as named terms in bytes: weights, KV cache, activations, overhead.
 
-``estimate_memory`` is the single entry point.  What an engine allocates (how many KV cells a
-sliding layer keeps, its workspaces, where the PLE table lives, its runtime overhead) is the
-engine's rule (``g4sim.engines``); the formulas shared by every engine live here.  Every term is
+What an engine allocates (how many KV cells a sliding layer keeps, its workspaces, where the PLE
+table lives, its runtime overhead) is the engine's rule (``g4sim.engines``, which also holds the
+entry point ``estimate_memory``); the formulas shared by every engine live here.  Every term is
 an integer number of bytes with a ``source`` note giving its formula.  No torch import.
 """
 
@@ -10,49 +10,57 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal
 
+from g4sim.analytic.components import CATEGORIES, Category, Component, Location
 from g4sim.analytic.quant import KVDtype, get_kv_dtype, get_quant
 from g4sim.analytic.tensors import model_tensors, quant_context
 from g4sim.spec import ModelSpec, TextSpec
 
-if TYPE_CHECKING:
-    from g4sim.engines.base import Engine
-
-Category = Literal["weights", "kv_cache", "activations", "overhead"]
-Location = Literal["accelerator", "host", "disk"]
-CATEGORIES: tuple[Category, ...] = ("weights", "kv_cache", "activations", "overhead")
-
 
 @dataclass(frozen=True)
 class MemoryTerm:
-    name: str
-    category: Category
+    """``bytes`` of one ``component`` held at ``location``; ``source`` gives the formula and its citation."""
+
+    component: Component
     bytes: int
-    location: Location = "accelerator"
+    location: Location = Location.ACCELERATOR
     source: str = ""
+
+    @property
+    def category(self) -> Category:
+        return self.component.category
+
+    @property
+    def name(self) -> str:
+        """What a person reads: the component's label, and where it lives when that is not the accelerator."""
+        return self.component.label + (" (host)" if self.location is Location.HOST else "")
 
 
 @dataclass(frozen=True)
 class MemoryBreakdown:
     terms: tuple[MemoryTerm, ...]
 
-    def total(self, location: Location | None = "accelerator") -> int:
+    def total(self, location: Location | None = Location.ACCELERATOR) -> int:
         """Bytes at ``location`` (None = everywhere)."""
-        return sum(t.bytes for t in self.terms if location is None or t.location == location)
+        location = None if location is None else Location(location)
+        return sum(t.bytes for t in self.terms if location is None or t.location is location)
 
-    def by_category(self, location: Location | None = "accelerator") -> dict[str, int]:
-        out = {c: 0 for c in CATEGORIES}
+    def by_category(self, location: Location | None = Location.ACCELERATOR) -> dict[str, int]:
+        """Bytes per category (keys are the categories' JSON names)."""
+        location = None if location is None else Location(location)
+        out = {c.value: 0 for c in CATEGORIES}
         for t in self.terms:
-            if location is None or t.location == location:
-                out[t.category] += t.bytes
+            if location is None or t.location is location:
+                out[t.category.value] += t.bytes
         return out
 
     def terms_in(self, category: Category) -> tuple[MemoryTerm, ...]:
-        return tuple(t for t in self.terms if t.category == category)
+        return tuple(t for t in self.terms if t.category is category)
 
-    def get(self, name: str) -> int:
-        return sum(t.bytes for t in self.terms if t.name == name)
+    def get(self, component: Component, location: Location | None = Location.ACCELERATOR) -> int:
+        """Bytes of ``component`` at ``location`` (None = everywhere)."""
+        return sum(t.bytes for t in self.terms
+                   if t.component is component and (location is None or t.location is location))
 
 
 # ---- weights -------------------------------------------------------------
@@ -95,36 +103,3 @@ def kv_layer_bytes(t: TextSpec, layer: int, cells: int, kv_dtype: str | KVDtype 
 def logits_bytes(t: TextSpec, kept_positions: int, batch: int = 1) -> int:
     """fp32 logits for the kept positions: vocab x 4 bytes each."""
     return batch * kept_positions * t.vocab_size * 4
-
-
-# ---- the entry point -----------------------------------------------------
-
-def estimate_memory(
-    spec: ModelSpec,
-    *,
-    ctx: int,
-    batch: int = 1,
-    quant: str = "bf16",
-    kv_dtype: str = "bf16",
-    engine: str | Engine = "transformers",
-    vision: bool = False,
-    audio: bool = False,
-    prefill_chunk: int | None = None,
-    device_kind: str = "gpu",
-) -> MemoryBreakdown:
-    """Peak memory of serving ``batch`` sequences of ``ctx`` tokens (prefill peak, cache full).
-
-    ``device_kind`` ("gpu", "cpu", "soc") selects the engine's runtime overhead.
-    """
-    from g4sim.engines import get_engine
-
-    if ctx <= 0 or batch <= 0:
-        raise ValueError(f"ctx and batch must be positive (got ctx={ctx}, batch={batch})")
-    eng = get_engine(engine) if isinstance(engine, str) else engine
-    get_quant(quant), get_kv_dtype(kv_dtype)  # validate names early
-    terms: list[MemoryTerm] = []
-    terms += eng.weight_terms(spec, quant, vision=vision, audio=audio)
-    terms += eng.kv_terms(spec.text, ctx=ctx, batch=batch, kv_dtype=kv_dtype)
-    terms += eng.activation_terms(spec.text, ctx=ctx, batch=batch, quant=quant, prefill_chunk=prefill_chunk)
-    terms += eng.overhead_terms(terms, device_kind=device_kind)
-    return MemoryBreakdown(tuple(terms))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as GGML
 
@@ -209,6 +210,7 @@ _QUANT_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "f16
                   "fp8_e4m3": "fp8", "int4": "int4-g128", "w8a16": "int8", "w4a16": "int4-g128"}
 
 
+@lru_cache(maxsize=256)  # searches and sweeps look the same names up many times
 def get_quant(name: str) -> QuantFormat:
     """Look a weight format up by name (case-insensitive).  int4-gN builds any group size."""
     key = name.strip().lower().replace("-", "_") if name.lower().startswith("q") or name.lower().startswith("iq") \
@@ -249,6 +251,7 @@ KV_DTYPES: dict[str, KVDtype] = {
 }
 
 
+@lru_cache(maxsize=64)
 def get_kv_dtype(name: str) -> KVDtype:
     key = {"float16": "fp16", "f16": "fp16", "bfloat16": "bf16", "fp8_e4m3": "fp8", "float32": "fp32"}.get(
         name.strip().lower(), name.strip().lower())

@@ -6,6 +6,8 @@ The element counts add up to ``count_params`` exactly (tested).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from g4sim.analytic.params import audio_params, vision_params
 from g4sim.analytic.quant import QuantContext, Tensor
 from g4sim.spec import ModelSpec, TextSpec
@@ -62,6 +64,7 @@ def model_tensors(spec: ModelSpec, *, vision: bool = False, audio: bool = False)
     return out
 
 
+@lru_cache(maxsize=256)
 def quant_context(t: TextSpec) -> QuantContext:
     tensors = text_tensors(t)
     return QuantContext(

@@ -1,48 +1,64 @@
-"""Serving engines: each one's allocation rules for weights, KV cache, workspaces and overhead."""
+"""The engine registry: every engine g4sim models, by name, and the one rule that picks one.
+
+The registry is explicit: an engine module that fails to import fails g4sim, loudly.  Adding an
+engine is one module (a subclass of ``Engine``) plus one line here plus its test.
+"""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from g4sim.analytic.memory import MemoryBreakdown
+from g4sim.engines.base import Caps, Engine, EngineError, Option, Parallel, Parsed, Workload
+from g4sim.engines.llamacpp import LlamaCppEngine
+from g4sim.engines.native import G4simEngine
+from g4sim.engines.transformers import TransformersEngine
+from g4sim.engines.vllm import VllmEngine
+from g4sim.spec import ModelSpec
 
-from g4sim.engines.base import Engine
-from g4sim.engines.transformers import G4simEngine, TransformersEngine
-
-ENGINES: dict[str, type[Engine]] = {
-    TransformersEngine.name: TransformersEngine,
-    G4simEngine.name: G4simEngine,
-}
-
-
-def _register_optional() -> None:
-    # Engines contributed in their own modules; absent ones are simply not offered.
-    import importlib
-
-    for module, cls in (("g4sim.engines.vllm", "VllmEngine"), ("g4sim.engines.llamacpp", "LlamaCppEngine")):
-        try:
-            engine = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError):
-            continue
-        ENGINES[engine.name] = engine
-
-
-_register_optional()
+ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (LlamaCppEngine, VllmEngine, TransformersEngine,
+                                                                G4simEngine)}
+ALIASES = {"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-server": "llamacpp",
+           "hf": "transformers"}
 
 
 class UnknownEngineError(KeyError):
     pass
 
 
-def get_engine(name: str, **options) -> Engine:
-    """An engine by name with its options (unknown names and options raise with the valid choices)."""
-    key = name.strip().lower().replace("llama.cpp", "llamacpp").replace("hf", "transformers")
+def engine_class(name: str) -> type[Engine]:
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in ENGINES:
         raise UnknownEngineError(name)
-    cls = ENGINES[key]
-    valid = {f.name for f in fields(cls)}
-    bad = sorted(set(options) - valid)
-    if bad:
-        raise ValueError(f"engine {key!r} has no option {bad[0]!r}; valid: {', '.join(sorted(valid))}")
-    return cls(**options)
+    return ENGINES[key]
 
 
-__all__ = ["ENGINES", "Engine", "get_engine", "UnknownEngineError"]
+def get_engine(name: str, **settings) -> Engine:
+    """An engine by name with its settings (unknown names and settings raise, naming the valid ones)."""
+    return engine_class(name)().with_settings(settings) if settings else engine_class(name)()
+
+
+def engine_for_command(text: str) -> type[Engine]:
+    """The engine whose users run ``text`` (a llama-server, vllm serve, transformers or g4sim command)."""
+    for cls in ENGINES.values():
+        if cls.recognises(text):
+            return cls
+    names = sorted({n for cls in ENGINES.values() for n in cls.command_names})
+    raise EngineError(f"cannot tell which engine runs {text.split()[0] if text.split() else text!r}; "
+                      f"g4sim reads: {', '.join(names)} command lines and transformers from_pretrained(...) snippets")
+
+
+def estimate_memory(spec: ModelSpec, *, ctx: int, batch: int = 1, quant: str = "bf16", kv_dtype: str = "bf16",
+                    engine: str | Engine = "transformers", vision: bool = False, audio: bool = False,
+                    device_kind: str = "gpu", prefill_chunk: int | None = None) -> MemoryBreakdown:
+    """Peak memory of serving ``batch`` sequences of ``ctx`` tokens on one device under ``engine``'s rules.
+
+    ``prefill_chunk`` sets the engine's prompt chunk where the engine has that setting.
+    """
+    eng = get_engine(engine) if isinstance(engine, str) else engine
+    if prefill_chunk is not None and "prefill_chunk" in {o.field for o in eng.options}:
+        eng = eng.with_settings({"prefill_chunk": prefill_chunk})
+    w = Workload(spec, ctx, batch, quant, kv_dtype, vision, audio)
+    return eng.bind(w).memory(w, device_kind)
+
+
+__all__ = ["ENGINES", "Caps", "Engine", "EngineError", "Option", "Parallel", "Parsed", "UnknownEngineError",
+           "Workload", "engine_class", "engine_for_command", "estimate_memory", "get_engine"]

@@ -1,31 +1,103 @@
-"""The engine seam: what a serving runtime allocates for a given model and workload.
+"""The engine seam: what a serving runtime loads, where it runs, what it allocates, how it is launched.
 
-An ``Engine`` is a frozen dataclass of that runtime's settings.  ``estimate_memory`` asks it for
-four lists of ``MemoryTerm``s.  A new engine subclasses ``Engine``, sets ``name``, and overrides
-what differs, most often:
+An engine is one module holding one frozen dataclass (a subclass of ``Engine``) whose fields are
+that runtime's settings.  The class says, as class attributes:
 
-* ``kv_cells(t, layer, ctx)`` — positions one sequence keeps for a cache-owning layer;
-* ``kv_terms`` — when the allocation is not cells x bytes-per-cell (paged blocks, padding);
-* ``activation_terms`` — its workspaces (compute buffers, profile-run reserve);
-* ``overhead_terms`` — context, allocator, CUDA graphs;
-* ``placement(component)`` — where a weight component lives (e.g. the PLE table on the host).
+* ``caps`` — the weight formats and KV dtypes it loads, the device kinds and vendors it runs on,
+  how it spreads a model over several GPUs (``Parallel``) and whether it offloads to the host;
+* ``options`` — the settings a user changes, each named as the engine's own CLI names it, with
+  its default and the source of that default (``Option``);
 
-It is then registered in ``g4sim/engines/__init__.py``.  No torch import.
+and overrides what differs from the base rules:
+
+* ``compatibility`` — a reason this combination cannot run (None when it can);
+* ``budget_bytes`` — of a device's usable memory, what the engine lets a deployment use;
+* ``kv_cells`` / ``kv_terms`` / ``activation_terms`` / ``overhead_terms`` / ``placement`` — its
+  allocation rules, as ``MemoryTerm``s of the shared component vocabulary;
+* ``launch_command`` and ``parse_command`` — the command that realises a plan, and the reverse.
+
+Nothing outside an engine's module branches on an engine's name.  No torch import.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import math
+import shlex
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+from functools import lru_cache
+from typing import Any, ClassVar
 
-from g4sim.analytic.memory import (
-    Location, MemoryTerm, kv_layer_bytes, logits_bytes, weight_bytes_by_component,
-)
-from g4sim.analytic.quant import get_quant
+from g4sim.analytic.components import Category, Component, Location
+from g4sim.analytic.memory import MemoryBreakdown, MemoryTerm, kv_layer_bytes, logits_bytes, weight_bytes_by_component
+from g4sim.analytic.quant import get_kv_dtype, get_quant
 from g4sim.spec import ModelSpec, TextSpec
 from g4sim.units import MiB
 
-_TOWERS = ("vision_tower", "audio_tower")
+HF_REPOS = {  # repository names as referenced by transformers' convert_gemma4_weights.py (…-it variants)
+    "e2b": "google/gemma-4-E2B-it", "e4b": "google/gemma-4-E4B-it",
+    "26b-a4b": "google/gemma-4-26B-A4B-it", "31b": "google/gemma-4-31B-it",
+}
+FLOAT_FORMATS = frozenset({"fp32", "bf16", "fp16"})
+_TOWERS = (Component.VISION_TOWER, Component.AUDIO_TOWER)
+
+
+class EngineError(ValueError):
+    """A setting or combination the engine does not accept (one line, names what it does accept)."""
+
+
+class Parallel(str, Enum):
+    """How an engine spreads one model over several GPUs."""
+
+    TENSOR = "tensor"  # every layer split across GPUs (Megatron style); two all-reduces per layer
+    LAYER = "layer"  # consecutive layers on consecutive GPUs; GPUs take turns (pipeline at batch 1)
+
+
+@dataclass(frozen=True)
+class Caps:
+    weight_formats: frozenset[str]
+    kv_dtypes: frozenset[str]
+    device_kinds: frozenset[str]  # "gpu", "cpu", "soc"
+    vendors: frozenset[str] | None = None  # None: any vendor of those kinds
+    parallel: Parallel | None = None
+    host_offload: bool = False
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting users change: ``field`` of the engine dataclass, spelled ``flags`` by the engine's CLI."""
+
+    field: str
+    flags: tuple[str, ...]  # the engine's own spellings; the first is what g4sim prints
+    help: str
+    source: str  # where the default comes from
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What is served, independent of the engine: model, context per sequence, sequences, formats."""
+
+    spec: ModelSpec
+    ctx: int
+    batch: int = 1
+    quant: str = "bf16"
+    kv_dtype: str = "bf16"
+    vision: bool = False
+    audio: bool = False
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A user's engine command, read back: the engine with its settings and the workload fields it fixes."""
+
+    engine: Engine
+    model: str | None  # a variant name (e2b, e4b, 26b-a4b, 31b) when the file / repo name says it
+    quant: str | None
+    kv_dtype: str | None
+    ctx: int | None
+    batch: int | None
+    gpus: int | None  # None: the command does not fix it (e.g. device_map='auto' takes every visible GPU)
+    vision: bool | None = None
 
 
 def activation_bytes_per_element(quant: str) -> int:
@@ -33,65 +105,159 @@ def activation_bytes_per_element(quant: str) -> int:
     return 4 if get_quant(quant).name == "fp32" else 2
 
 
+def model_from_name(text: str) -> str | None:
+    """The Gemma 4 variant a checkpoint or file name refers to (gemma-4-26B-A4B-it-Q4_K_M.gguf -> 26b-a4b)."""
+    low = text.lower().replace("_", "-")
+    for key, needle in (("26b-a4b", "26b-a4b"), ("31b", "31b"), ("e2b", "e2b"), ("e4b", "e4b")):
+        if needle in low:
+            return key
+    return None
+
+
+def flag_values(argv: list[str], known: dict[str, str], switches: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``{field: value}`` from an argv; ``known`` maps each flag spelling to a field.
+
+    ``--flag=value`` and ``--flag value`` both work; a flag in ``switches`` takes no value.  An
+    unknown flag raises EngineError naming it.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if not tok.startswith("-"):
+            raise EngineError(f"unexpected argument {tok!r}")
+        flag, eq, value = tok.partition("=")
+        if flag not in known:
+            raise EngineError(f"unsupported flag {flag!r}; g4sim understands: {', '.join(sorted(known))}")
+        if flag in switches and not eq:
+            out[known[flag]] = True
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(argv):
+                raise EngineError(f"flag {flag!r} needs a value")
+            value = argv[i + 1]
+            i += 1
+        out[known[flag]] = value
+        i += 1
+    return out
+
+
+def to_int(flag: str, value: Any) -> int:
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise EngineError(f"{flag} {value!r} must be an integer") from None
+    return n
+
+
+def to_float(flag: str, value: Any) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        raise EngineError(f"{flag} {value!r} must be a number") from None
+
+
 @dataclass(frozen=True)
 class Engine:
     name: ClassVar[str] = "base"
     description: ClassVar[str] = ""
+    caps: ClassVar[Caps] = Caps(frozenset(), frozenset(), frozenset())
+    options: ClassVar[tuple[Option, ...]] = ()
+    command_names: ClassVar[tuple[str, ...]] = ()  # executables whose command lines this engine parses
 
-    ple_location: Location = "accelerator"
+    ple_location: Location = Location.ACCELERATOR
     logits_kept: int = 1  # positions whose logits are computed in prefill
     cuda_context_bytes: int = 512 * MiB  # CUDA context + cuBLAS workspace on first use (typical, torch 2.x)
     allocator_reserve_fraction: float = 0.05  # caching-allocator slack over KV + activations
     host_runtime_bytes: int = 0  # resident runtime on CPU-only devices (interpreter, libraries)
 
-    def usable_bytes(self, device_bytes: int) -> int:
-        """Of the device's usable memory, what this engine lets a deployment use."""
-        return device_bytes
+    # ---- settings ---------------------------------------------------------------------
+    def with_settings(self, settings: dict[str, Any]) -> Engine:
+        """A copy with ``settings`` (field -> value) applied; an unknown field names the valid ones."""
+        valid = {o.field for o in self.options}
+        bad = sorted(set(settings) - valid)
+        if bad:
+            flags = {o.field: o.flags[0] for o in type(self).options}
+            raise EngineError(f"{self.name} has no setting {bad[0]!r}"
+                              + (f"; its settings: {', '.join(flags[f] for f in sorted(valid))}" if valid else ""))
+        return replace(self, **settings)
 
-    # ---- weights -------------------------------------------------------------
-    def placement(self, component: str) -> Location:
-        if component == "ple_table":
-            return self.ple_location
-        return "accelerator"
+    def bind(self, w: Workload) -> Engine:
+        """This engine with the settings a workload fixes (e.g. llama.cpp's parallel slots = its batch)."""
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """The user-facing settings and their values (JSON-ready)."""
+        return {o.field: getattr(self, o.field) for o in self.options}
+
+    # ---- what it can run -------------------------------------------------------------
+    def compatibility(self, w: Workload, device, gpus: int) -> str | None:
+        """Why ``w`` cannot run in this engine on ``gpus`` x ``device``; None when it can."""
+        c = self.caps
+        if device.kind not in c.device_kinds or (c.vendors is not None and device.vendor not in c.vendors):
+            where = ", ".join(sorted(c.device_kinds)) + (f" ({', '.join(sorted(c.vendors))})" if c.vendors else "")
+            return f"{self.name} does not run on {device.name} ({device.kind}, {device.vendor}); it runs on: {where}"
+        fmt = get_quant(w.quant).name
+        if fmt not in c.weight_formats:
+            return f"{self.name} does not load {fmt} weights; it loads: {', '.join(sorted(c.weight_formats))}"
+        kv = get_kv_dtype(w.kv_dtype).name
+        if kv not in c.kv_dtypes:
+            return f"{self.name} has no {kv} KV cache; its KV dtypes: {', '.join(sorted(c.kv_dtypes))}"
+        if gpus > 1:
+            if device.kind != "gpu":
+                return f"{device.name} is not a GPU that several of can share one model ({device.kind})"
+            if c.parallel is None:
+                return f"{self.name} runs a model on one device (g4sim models no multi-GPU layout for it)"
+            if c.parallel is Parallel.TENSOR and device.interconnect is None:
+                return f"{device.name} has no interconnect for tensor parallelism"
+        return None
+
+    def budget_bytes(self, usable_device_bytes: int, device_memory_bytes: int) -> int:
+        """Of the device's usable memory (after the OS / display / driver), what a deployment may use."""
+        return usable_device_bytes
+
+    # ---- weights -----------------------------------------------------------------------
+    def placement(self, component: Component) -> Location:
+        return self.ple_location if component is Component.PLE_TABLE else Location.ACCELERATOR
 
     def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool) -> list[MemoryTerm]:
         fmt = get_quant(quant)
-        by_component = weight_bytes_by_component(spec, quant, vision=vision, audio=audio)
         return [
-            MemoryTerm(f"weights: {component}", "weights", n, self.placement(component),
-                       f"{fmt.name}: sum over tensors of stored bytes" + (" (towers kept 16-bit)" if component in _TOWERS else ""))
-            for component, n in by_component.items()
+            MemoryTerm(Component(name), n, self.placement(Component(name)),
+                       f"{fmt.name}: sum over tensors of stored bytes"
+                       + (" (towers kept 16-bit)" if Component(name) in _TOWERS else ""))
+            for name, n in weight_bytes_by_component(spec, quant, vision=vision, audio=audio).items()
         ]
 
-    # ---- KV cache --------------------------------------------------------------
+    # ---- KV cache ----------------------------------------------------------------------
     def kv_cells(self, t: TextSpec, layer: int, ctx: int) -> int:
         """Positions one sequence keeps for a cache-owning layer."""
         return min(ctx, t.sliding_window) if t.is_sliding(layer) else ctx
 
     def kv_terms(self, t: TextSpec, *, ctx: int, batch: int, kv_dtype: str) -> list[MemoryTerm]:
-        sliding = sum(kv_layer_bytes(t, i, self.kv_cells(t, i, ctx), kv_dtype, batch)
-                      for i in t.cache_layers if t.is_sliding(i))
-        full = sum(kv_layer_bytes(t, i, self.kv_cells(t, i, ctx), kv_dtype, batch)
-                   for i in t.cache_layers if not t.is_sliding(i))
-        n_s = sum(1 for i in t.cache_layers if t.is_sliding(i))
-        n_f = len(t.cache_layers) - n_s
-        cells_s = self.kv_cells(t, t.layer_types.index("sliding_attention"), ctx) if n_s else 0
-        return [
-            MemoryTerm("kv cache: sliding layers", "kv_cache", sliding, "accelerator",
-                       f"{n_s} layers x {batch} seq x {cells_s} cells x 2 (K,V) x kv_heads x head_dim x {kv_dtype}"),
-            MemoryTerm("kv cache: full layers", "kv_cache", full, "accelerator",
-                       f"{n_f} layers x {batch} seq x {ctx} cells x 2 (K,V) x kv_heads x head_dim x {kv_dtype}"),
-        ]
+        out = []
+        for component, sliding in ((Component.KV_SLIDING, True), (Component.KV_FULL, False)):
+            layers = [i for i in t.cache_layers if t.is_sliding(i) == sliding]
+            total = sum(kv_layer_bytes(t, i, self.kv_cells(t, i, ctx), kv_dtype, batch) for i in layers)
+            cells = self.kv_cells(t, layers[0], ctx) if layers else 0
+            out.append(MemoryTerm(component, total, Location.ACCELERATOR,
+                                  f"{len(layers)} layers x {batch} seq x {cells} cells x 2 (K,V) x kv_heads x head_dim "
+                                  f"x {kv_dtype}"))
+        return out
 
-    # ---- activations -----------------------------------------------------------
+    # ---- activations -------------------------------------------------------------------
+    def chunk_tokens(self, ctx: int) -> int:
+        """Prompt tokens processed in one forward pass."""
+        return ctx
+
     def attention_workspace(self, t: TextSpec, layer: int, chunk: int, kv_len: int, batch: int, a: int) -> int:
         """Transient bytes of one attention call beyond Q/K/V (engine-specific)."""
         return 0
 
-    def activation_terms(self, t: TextSpec, *, ctx: int, batch: int, quant: str,
-                         prefill_chunk: int | None) -> list[MemoryTerm]:
+    def activation_terms(self, t: TextSpec, *, ctx: int, batch: int, quant: str) -> list[MemoryTerm]:
         a = activation_bytes_per_element(quant)
-        c = min(ctx, prefill_chunk or ctx)
+        c = min(ctx, self.chunk_tokens(ctx))
         h = t.hidden_size
         hidden = 3 * batch * c * h * a  # residual, normed input, sub-layer output
         attn_peak, attn_layer = 0, 0
@@ -108,31 +274,120 @@ class Engine:
             routed = batch * c * t.top_k_experts
             mlp_peak += batch * c * t.num_experts * 4 + routed * (3 * t.moe_intermediate_size + h) * a
         logits = logits_bytes(t, min(self.logits_kept, c) if self.logits_kept else c, batch)
-        work = {"attention": attn_peak, "MLP": mlp_peak, "logits": logits}
+        work = {Component.ATTENTION_WORKSPACE: attn_peak, Component.MLP_WORKSPACE: mlp_peak, Component.LOGITS: logits}
         which = max(work, key=work.get)
         terms = [
-            MemoryTerm("activations: hidden states", "activations", hidden, "accelerator",
-                       f"3 x batch x chunk {c} x hidden {h} x {a} B"),
-            MemoryTerm(f"activations: peak workspace ({which})", "activations", work[which], "accelerator",
+            MemoryTerm(Component.HIDDEN_STATES, hidden, Location.ACCELERATOR, f"3 x batch x chunk {c} x hidden {h} x {a} B"),
+            MemoryTerm(which, work[which], Location.ACCELERATOR,
                        f"max of attention (layer {attn_layer}) {attn_peak} B, MLP {mlp_peak} B, "
                        f"logits {logits} B (fp32, {self.logits_kept or c} kept positions)"),
         ]
         if t.has_ple:
             ple = 2 * batch * c * t.num_layers * t.hidden_size_per_layer_input * a
-            terms.append(MemoryTerm("activations: per-layer inputs (PLE)", "activations", ple, "accelerator",
+            terms.append(MemoryTerm(Component.PLE_INPUTS, ple, Location.ACCELERATOR,
                                     "2 x batch x chunk x layers x ple_dim (lookup + projection)"))
         return terms
 
-    # ---- overhead --------------------------------------------------------------
+    # ---- overhead ----------------------------------------------------------------------
     def overhead_terms(self, terms: list[MemoryTerm], *, device_kind: str) -> list[MemoryTerm]:
-        dynamic = sum(t.bytes for t in terms if t.category in ("kv_cache", "activations") and t.location == "accelerator")
+        dynamic = sum(t.bytes for t in terms if t.category in (Category.KV_CACHE, Category.ACTIVATIONS)
+                      and t.location is Location.ACCELERATOR)
         reserve = int(dynamic * self.allocator_reserve_fraction)
-        out = [MemoryTerm("overhead: allocator reserve", "overhead", reserve, "accelerator",
+        out = [MemoryTerm(Component.ALLOCATOR_RESERVE, reserve, Location.ACCELERATOR,
                           f"{self.allocator_reserve_fraction:.0%} of KV + activations (caching allocator slack)")]
         if device_kind == "gpu":
-            out.append(MemoryTerm("overhead: CUDA context", "overhead", self.cuda_context_bytes, "accelerator",
+            out.append(MemoryTerm(Component.CUDA_CONTEXT, self.cuda_context_bytes, Location.ACCELERATOR,
                                   "CUDA context + library workspaces (engine setting)"))
         elif self.host_runtime_bytes:
-            out.append(MemoryTerm("overhead: runtime", "overhead", self.host_runtime_bytes, "accelerator",
+            out.append(MemoryTerm(Component.RUNTIME, self.host_runtime_bytes, Location.ACCELERATOR,
                                   "resident runtime (interpreter, libraries)"))
         return out
+
+    # ---- the whole breakdown ---------------------------------------------------------------
+    def memory(self, w: Workload, device_kind: str = "gpu") -> MemoryBreakdown:
+        """Peak memory of serving ``w`` on one device (prefill peak, cache full)."""
+        return _memory(self, w, device_kind)
+
+    def memory_per_gpu(self, w: Workload, gpus: int, device_kind: str = "gpu") -> MemoryBreakdown:
+        """What one of ``gpus`` GPUs holds under this engine's multi-GPU layout."""
+        one = self.memory(w, device_kind)
+        if gpus == 1:
+            return one
+        style = self.caps.parallel
+        terms = []
+        for term in one.terms:
+            n = term.bytes
+            if term.location is Location.ACCELERATOR:
+                if term.category is Category.WEIGHTS and not (
+                        style is Parallel.TENSOR and term.component in (Component.NORMS, Component.ROUTER)):
+                    n = -(-n // gpus)  # norms and router are replicated under tensor parallelism
+                elif term.category is Category.KV_CACHE:
+                    n = _kv_share(w.spec.text, term.component, gpus, n, style)
+            terms.append(replace(term, bytes=n, source=term.source + f"; {style.value} parallel over {gpus} GPUs"))
+        return MemoryBreakdown(tuple(terms))
+
+    def tensor_parallel_sizes(self, t: TextSpec, limit: int = 16) -> tuple[int, ...]:
+        """GPU counts this engine can split ``t`` over (heads split evenly or KV heads replicated whole)."""
+        if self.caps.parallel is None:
+            return (1,)
+        if self.caps.parallel is Parallel.LAYER:
+            return tuple(n for n in range(1, limit + 1) if n <= t.num_layers)
+        return tuple(n for n in (1, 2, 4, 8, 16) if n <= limit and t.num_heads % n == 0
+                     and all(t.kv_heads(i) % n == 0 or n % t.kv_heads(i) == 0 for i in t.cache_layers))
+
+    # ---- commands ------------------------------------------------------------------------
+    def launch_command(self, w: Workload, gpus: int, device) -> str:
+        """The shell command that realises exactly this plan (every setting it assumed)."""
+        raise NotImplementedError
+
+    @classmethod
+    def recognises(cls, text: str) -> bool:
+        """Whether ``text`` is a command line of this engine."""
+        argv = split_command(text) if text.strip() else []
+        return bool(argv) and argv[0].rsplit("/", 1)[-1] in cls.command_names
+
+    @classmethod
+    def parse_command(cls, text: str) -> Parsed:
+        """Read a command line this engine's users run."""
+        raise NotImplementedError
+
+
+def _kv_share(t: TextSpec, component: Component, gpus: int, n: int, style: Parallel) -> int:
+    if style is Parallel.LAYER:
+        return -(-n // gpus)
+    layers = [i for i in t.cache_layers if t.is_sliding(i) == (component is Component.KV_SLIDING)]
+    if not layers:
+        return n
+    kvh = t.kv_heads(layers[0])  # heads split; replicated whole when there are more GPUs than heads
+    return n * math.ceil(kvh / gpus) // kvh
+
+
+@lru_cache(maxsize=8192)  # searches and sweeps re-price the same deployment many times
+def _memory(engine: Engine, w: Workload, device_kind: str) -> MemoryBreakdown:
+    if w.ctx <= 0 or w.batch <= 0:
+        raise ValueError(f"ctx and batch must be positive (got ctx={w.ctx}, batch={w.batch})")
+    get_quant(w.quant), get_kv_dtype(w.kv_dtype)  # validate names early
+    t = w.spec.text
+    terms: list[MemoryTerm] = []
+    terms += engine.weight_terms(w.spec, w.quant, vision=w.vision, audio=w.audio)
+    terms += engine.kv_terms(t, ctx=w.ctx, batch=w.batch, kv_dtype=w.kv_dtype)
+    terms += engine.activation_terms(t, ctx=w.ctx, batch=w.batch, quant=w.quant)
+    terms += engine.overhead_terms(terms, device_kind=device_kind)
+    return MemoryBreakdown(tuple(terms))
+
+
+def join_command(parts: list[str]) -> str:
+    """One command per line-continued argument group, as a user pastes it."""
+    return " \\\n  ".join(parts)
+
+
+def split_command(text: str) -> list[str]:
+    """shlex-split a pasted command (line continuations allowed)."""
+    try:
+        return shlex.split(text.replace("\\\n", " "))
+    except ValueError as exc:
+        raise EngineError(f"cannot read the command {text!r}: {exc}") from None
+
+
+def engine_fields(cls: type[Engine]) -> set[str]:
+    return {f.name for f in fields(cls)}

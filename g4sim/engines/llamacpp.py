@@ -1,4 +1,4 @@
-"""llama.cpp allocation rules (llama-server / llama-cpp-python).
+"""llama.cpp (``llama-server``, and Ollama / LM Studio built on it): GGUF files, padded context, SWA cache.
 
 Sources (ggml-org/llama.cpp):
 * ``src/llama-context.cpp`` — the context is padded to a multiple of 256 cells; the C API default
@@ -15,49 +15,109 @@ Sources (ggml-org/llama.cpp):
   with the output layer (a second copy on the GPU); with ``-ngl N`` the last N of the n_layer + 1
   layers (the +1 is the output) go to the GPU: ``i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)``;
   ``--n-cpu-moe N`` keeps the expert tensors of the first N layers in host memory.
+* ``common/common.h`` — defaults: ``n_ubatch = 512``, ``flash_attn_type = AUTO`` (on where the
+  backend supports it), several GPUs split by layer (``split_mode = LAYER``).
 * Checked against a real llama.cpp (llama-cpp-python 0.3.36, ``scripts/llamacpp_check.py``): KV cells,
   layers and K/V bytes and the model buffer match its log exactly (tests/test_llamacpp_rule.py).
-* The compute buffer is estimated, not read from the source (it under-estimates small models): the largest of the micro-batch's
-  logits (n_ubatch x vocab x 4 B, reserved for a full micro-batch of outputs), its MLP / MoE
-  intermediates, and, without flash attention, the F32 attention scores n_kv x n_ubatch x heads.
+* The compute buffer is estimated, not read from the source (it under-estimates small models): the
+  largest of the micro-batch's logits (n_ubatch x vocab x 4 B, reserved for a full micro-batch of
+  outputs), its MLP / MoE intermediates, and, without flash attention, the F32 attention scores
+  n_kv x n_ubatch x heads.
+
+Runs on every device kind (CUDA, ROCm, Metal, Vulkan, CPU).  No torch import.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import ClassVar
 
+from g4sim.analytic.components import Component, Location
 from g4sim.analytic.memory import MemoryTerm, weight_bytes_by_component
-from g4sim.analytic.quant import get_kv_dtype, get_quant
+from g4sim.analytic.quant import QUANT_FORMATS, get_kv_dtype, get_quant
 from g4sim.analytic.tensors import model_tensors, quant_context
-from g4sim.engines.base import Engine
+from g4sim.engines.base import (
+    HF_REPOS, Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, flag_values, join_command,
+    model_from_name, split_command, to_int,
+)
 from g4sim.spec import ModelSpec, TextSpec
 from g4sim.units import MiB
 
 CTX_PAD = 256
+GGUF_FORMATS = frozenset(n for n, f in QUANT_FORMATS.items() if f.family == "gguf") | {"bf16", "fp16", "fp32"}
+_FILE_TYPE = {"q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K_M", "q5_0": "Q5_0", "q4_k_m": "Q4_K_M",
+              "q4_k_s": "Q4_K_S", "iq4_xs": "IQ4_XS", "q4_0": "Q4_0", "q3_k_m": "Q3_K_M", "q2_k": "Q2_K",
+              "bf16": "BF16", "fp16": "F16", "fp32": "F32"}
+_CACHE_TYPE = {"bf16": "bf16", "fp16": "f16", "fp32": "f32", "q8_0": "q8_0", "q4_0": "q4_0"}
 
 
 def pad(n: int, to: int = CTX_PAD) -> int:
     return -(-n // to) * to
 
 
+def cache_type(flag: str, value: str) -> str:
+    back = {v: k for k, v in _CACHE_TYPE.items()}
+    if value not in back:
+        raise EngineError(f"{flag} {value!r}; g4sim plans: {', '.join(sorted(back))}")
+    return back[value]
+
+
 @dataclass(frozen=True)
 class LlamaCppEngine(Engine):
     name: ClassVar[str] = "llamacpp"
     description: ClassVar[str] = "llama.cpp / llama-server: padded context, SWA cache, -ngl / --n-cpu-moe offload"
+    caps: ClassVar[Caps] = Caps(weight_formats=GGUF_FORMATS, kv_dtypes=frozenset(_CACHE_TYPE),
+                                device_kinds=frozenset({"gpu", "cpu", "soc"}), vendors=None,
+                                parallel=Parallel.LAYER, host_offload=True)
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("n_ubatch", ("-ub", "--ubatch-size"), "physical micro-batch (tokens per compute step)",
+               "common/common.h n_ubatch = 512"),
+        Option("flash_attn", ("-fa", "--flash-attn"), "flash attention on/off", "common/common.h: auto (on with CUDA/Metal)"),
+        Option("swa_full", ("--swa-full",), "full-size SWA cache", "common/common.h swa_full = false"),
+        Option("cache_type_v", ("-ctv", "--cache-type-v"), "V cache type when it differs from -ctk",
+               "common/common.h cache_type_v = f16 (g4sim: the same as -ctk unless given)"),
+        Option("n_gpu_layers", ("-ngl", "--n-gpu-layers", "--gpu-layers"), "layers offloaded to the GPU",
+               "llama-server: all layers that exist (g4sim: 999)"),
+        Option("n_cpu_moe", ("--n-cpu-moe", "-ncmoe"), "keep the experts of the first N layers on the host",
+               "common/arg.cpp: 0"),
+        Option("kv_unified", ("--kv-unified", "-kvu"), "one KV buffer shared by all slots",
+               "common/common.h kv_unified = false; tools/server sets it (with 4 slots) when -np is not given"),
+    )
+    command_names: ClassVar[tuple[str, ...]] = ("llama-server", "llama-cli")
     n_ubatch: int = 512
-    n_seq_max: int = 1
-    kv_unified: bool = True
+    n_seq_max: int = 1  # parallel slots (-np): bound to the workload's batch
+    kv_unified: bool = False  # llama-server with an explicit -np (g4sim always prints -np)
     flash_attn: bool = True
     swa_full: bool = False  # llama-server's default; the C API's is True
     cache_type_v: str | None = None  # None: same as the KV dtype asked for
     n_gpu_layers: int = 999
     n_cpu_moe: int = 0
-    ple_location: str = "host"
+    ple_location: Location = Location.HOST
     cuda_context_bytes: int = 300 * MiB  # ggml's CUDA context + cuBLAS handles (no torch)
     allocator_reserve_fraction: float = 0.0  # ggml allocates exact buffers
 
-    # ---- KV cache ----------------------------------------------------------------
+    def __post_init__(self) -> None:
+        for flag, v in (("-ub", self.n_ubatch), ("-np", self.n_seq_max)):
+            if v < 1:
+                raise EngineError(f"{flag} {v} must be a positive integer")
+        if self.n_gpu_layers < 0 or self.n_cpu_moe < 0:
+            raise EngineError("-ngl and --n-cpu-moe take a count of layers (0 or more)")
+        if self.cache_type_v is not None and self.cache_type_v not in _CACHE_TYPE:
+            raise EngineError(f"-ctv {self.cache_type_v!r}; valid: {', '.join(sorted(_CACHE_TYPE))}")
+
+    def bind(self, w: Workload) -> LlamaCppEngine:
+        return replace(self, n_seq_max=w.batch)
+
+    def compatibility(self, w: Workload, device, gpus: int) -> str | None:
+        reason = super().compatibility(w, device, gpus)
+        v_type = self.cache_type_v or w.kv_dtype
+        if reason is None and not self.flash_attn and get_kv_dtype(v_type).block > 1:
+            # llama_init_from_model: "quantized V cache requires flash_attn to be enabled"
+            reason = f"llama.cpp refuses a quantized V cache ({v_type}) without flash attention (-fa on)"
+        return reason
+
+    # ---- KV cache ----------------------------------------------------------------------
     def n_ctx(self, ctx: int) -> int:
         return pad(ctx)
 
@@ -78,57 +138,36 @@ class LlamaCppEngine(Engine):
         return cells * k, cells * v
 
     def kv_terms(self, t: TextSpec, *, ctx: int, batch: int, kv_dtype: str) -> list[MemoryTerm]:
-        # With one unified cache, n_ctx cells serve all sequences: callers size ctx = per-seq ctx x batch.
+        # With one unified cache, n_ctx cells serve all sequences: n_ctx = per-seq ctx x batch.
         v_type = self.cache_type_v or kv_dtype
         if not self.flash_attn and get_kv_dtype(v_type).block > 1:
-            # llama_init_from_model: "quantized V cache requires flash_attn to be enabled"
-            raise ValueError(f"llama.cpp: a quantized V cache ({v_type}) requires flash attention (flash_attn=True)")
+            raise EngineError(f"llama.cpp: a quantized V cache ({v_type}) requires flash attention (-fa on)")
         cells_ctx = ctx * batch if self.kv_unified else ctx
         out = []
-        for kind, sliding in (("sliding", True), ("full", False)):
+        for component, sliding in ((Component.KV_SLIDING, True), (Component.KV_FULL, False)):
             layers = [i for i in t.cache_layers if t.is_sliding(i) == sliding]
             total = sum(sum(self.kv_layer_bytes(t, i, cells_ctx, kv_dtype, v_type)) for i in layers)
             if not self.kv_unified:
                 total *= batch
             cells = self.kv_cells(t, layers[0], cells_ctx) if layers else 0
-            out.append(MemoryTerm(f"kv cache: {kind} layers", "kv_cache", total, self._kv_location(),
+            out.append(MemoryTerm(component, total, self._kv_location(),
                                   f"{len(layers)} layers x {cells} cells (n_ctx padded to 256"
                                   + ("; SWA = pad256(min(n_ctx, n_swa x seqs + n_ubatch))" if sliding and not self.swa_full else "")
                                   + f") x K {kv_dtype} + V {v_type}" + ("" if self.flash_attn else " (V transposed, widest row)")))
         return out
 
-    def _kv_location(self) -> str:
-        return "accelerator" if self.n_gpu_layers > 0 else "host"
+    def _kv_location(self) -> Location:
+        return Location.ACCELERATOR if self.n_gpu_layers > 0 else Location.HOST
 
-    # ---- weights -------------------------------------------------------------------
+    # ---- weights -----------------------------------------------------------------------
     def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool) -> list[MemoryTerm]:
-        t = spec.text
-        fmt, qc = get_quant(quant), quant_context(t)
-        gpu_start = max(t.num_layers + 1 - self.n_gpu_layers, 0)
-        output_on_gpu = self.n_gpu_layers > t.num_layers
-        acc: dict[tuple[str, str], int] = {}
+        return list(_weight_terms(spec, quant, vision, audio, self.n_gpu_layers, self.n_cpu_moe))
 
-        def add(component: str, where: str, n: int) -> None:
-            acc[(component, where)] = acc.get((component, where), 0) + n
+    # ---- compute buffers -----------------------------------------------------------------
+    def chunk_tokens(self, ctx: int) -> int:
+        return self.n_ubatch
 
-        for x in model_tensors(spec, vision=vision, audio=audio):
-            b = fmt.tensor_bytes(x, qc)
-            if x.kind in ("token_embd", "ple_table"):
-                add(x.component, "host", b)  # input tensors stay in host memory
-                if x.kind == "token_embd" and t.tie_word_embeddings and output_on_gpu:
-                    add("output (tied embedding copy)", "accelerator", b)
-            elif x.layer < 0:
-                add(x.component, "accelerator" if output_on_gpu else "host", b)
-            else:
-                on_gpu = x.layer >= gpu_start and not (x.component == "experts" and x.layer < self.n_cpu_moe)
-                add(x.component, "accelerator" if on_gpu else "host", b)
-        return [MemoryTerm(f"weights: {c}" + (" (host)" if where == "host" else ""), "weights", n, where,
-                           f"{fmt.name} GGUF tensors; " + ("input tensor kept in host memory" if where == "host"
-                                                          else "offloaded with -ngl"))
-                for (c, where), n in acc.items()]
-
-    # ---- compute buffers -----------------------------------------------------------
-    def activation_terms(self, t: TextSpec, *, ctx: int, batch: int, quant: str, prefill_chunk: int | None):
+    def activation_terms(self, t: TextSpec, *, ctx: int, batch: int, quant: str) -> list[MemoryTerm]:
         u = self.n_ubatch
         logits = u * t.vocab_size * 4
         mlp = u * 3 * max(t.mlp_intermediate(i) for i in range(t.num_layers)) * 4 + 4 * u * t.hidden_size * 4
@@ -137,15 +176,111 @@ class LlamaCppEngine(Engine):
         scores = 0 if self.flash_attn else self.n_ctx(ctx * (batch if self.kv_unified else 1)) * u * t.num_heads * 4
         work = max(logits, mlp, scores)
         which = {logits: "logits", mlp: "MLP", scores: "attention scores"}[work]
-        return [MemoryTerm(f"activations: compute buffer ({which})", "activations", work, "accelerator",
-                           f"estimate: max(n_ubatch {u} x vocab x 4 B, MLP intermediates, "
+        return [MemoryTerm(Component.COMPUTE_BUFFER, work, Location.ACCELERATOR,
+                           f"estimate ({which}): max(n_ubatch {u} x vocab x 4 B, MLP intermediates, "
                            + ("flash attention: no score matrix)" if self.flash_attn else "n_kv x n_ubatch x heads x 4 B)"))]
 
     def overhead_terms(self, terms, *, device_kind: str) -> list[MemoryTerm]:
         if device_kind != "gpu":
             return []
-        return [MemoryTerm("overhead: CUDA context", "overhead", self.cuda_context_bytes, "accelerator",
+        return [MemoryTerm(Component.CUDA_CONTEXT, self.cuda_context_bytes, Location.ACCELERATOR,
                            "ggml CUDA context + cuBLAS handles (engine setting)")]
+
+    # ---- commands ---------------------------------------------------------------------
+    def launch_command(self, w: Workload, gpus: int, device) -> str:
+        fmt = get_quant(w.quant).name
+        gguf = f"{HF_REPOS.get(w.spec.name, w.spec.name).split('/')[-1]}-{_FILE_TYPE[fmt]}.gguf"
+        parts = [f"llama-server -m {gguf}", f"-c {w.ctx * w.batch}", f"-np {w.batch}",
+                 f"-ngl {self.n_gpu_layers}", f"-ub {self.n_ubatch}", f"-fa {'on' if self.flash_attn else 'off'}",
+                 f"-ctk {_CACHE_TYPE[w.kv_dtype]}", f"-ctv {_CACHE_TYPE[self.cache_type_v or w.kv_dtype]}"]
+        if self.n_cpu_moe:
+            parts.append(f"--n-cpu-moe {self.n_cpu_moe}")
+        if self.swa_full:
+            parts.append("--swa-full")
+        if self.kv_unified:
+            parts.append("--kv-unified")
+        if gpus > 1:
+            parts.append("-sm layer -ts " + ",".join(["1"] * gpus))
+        if w.vision:
+            parts.append(f"--mmproj mmproj-{gguf.rsplit('-', 1)[0]}-F16.gguf")
+        return join_command(parts)
+
+    @classmethod
+    def parse_command(cls, text: str) -> Parsed:
+        argv = split_command(text)
+        known = {"-m": "model", "--model": "model", "-c": "ctx", "--ctx-size": "ctx", "-np": "np", "--parallel": "np",
+                 "-ctk": "ctk", "--cache-type-k": "ctk", "-sm": "sm", "--split-mode": "sm", "-ts": "ts",
+                 "--tensor-split": "ts", "--mmproj": "mmproj", "-b": "n_batch", "--batch-size": "n_batch"}
+        for o in cls.options:
+            for flag in o.flags:
+                known[flag] = o.field
+        switches = frozenset({"--swa-full", "--kv-unified", "-kvu"})
+        v = flag_values(argv[1:], known, switches)
+        if "model" not in v:
+            raise EngineError("llama-server needs -m FILE.gguf")
+        path = str(v["model"]).rsplit("/", 1)[-1]
+        upper = path.upper().removesuffix(".GGUF")
+        quant = next((f for f, tag in sorted(_FILE_TYPE.items(), key=lambda kv: -len(kv[1]))
+                      if upper.endswith("-" + tag) or upper.endswith("." + tag) or upper.endswith("_" + tag)), None)
+        if quant is None:
+            raise EngineError(f"cannot tell the GGUF type from {path!r}; name it like gemma-4-31B-it-Q4_K_M.gguf "
+                              "(types: " + ", ".join(sorted(_FILE_TYPE.values())) + ")")
+        settings: dict = {}
+        for field in ("n_ubatch", "n_gpu_layers", "n_cpu_moe"):
+            if field in v:
+                settings[field] = to_int(next(o.flags[0] for o in cls.options if o.field == field), v[field])
+        if "flash_attn" in v:
+            if v["flash_attn"] not in ("on", "off", "auto", "1", "0"):
+                raise EngineError(f"-fa {v['flash_attn']!r}; valid: on, off, auto")
+            settings["flash_attn"] = v["flash_attn"] in ("on", "auto", "1")
+        for field in ("swa_full", "kv_unified"):
+            if field in v:
+                settings[field] = True
+        kv = cache_type("-ctk", v["ctk"]) if "ctk" in v else "fp16"  # llama.cpp's default cache type is f16
+        if "cache_type_v" in v:
+            v_type = cache_type("-ctv", v["cache_type_v"])
+            settings["cache_type_v"] = None if v_type == kv else v_type
+        elif kv != "fp16":
+            settings["cache_type_v"] = "fp16"  # -ctk alone leaves V at f16
+        if "np" in v:
+            batch = to_int("-np", v["np"])
+        else:  # tools/server: "n_parallel is set to auto, using n_parallel = 4 and kv_unified = true"
+            batch, settings["kv_unified"] = 4, True
+        if batch < 1:
+            raise EngineError(f"-np {batch} must be a positive integer (llama-server's auto, -1, is -np omitted)")
+        ctx = to_int("-c", v["ctx"]) // batch if "ctx" in v else None
+        gpus = len(str(v["ts"]).split(",")) if "ts" in v else (None if v.get("sm") in ("layer", "row") else 1)
+        return Parsed(cls(**settings), model_from_name(path), quant, kv, ctx or None, batch, gpus,
+                      True if "mmproj" in v else None)
+
+
+@lru_cache(maxsize=1024)  # searches and sweeps re-price the same file at many contexts
+def _weight_terms(spec: ModelSpec, quant: str, vision: bool, audio: bool, n_gpu_layers: int,
+                  n_cpu_moe: int) -> tuple[MemoryTerm, ...]:
+    t = spec.text
+    fmt, qc = get_quant(quant), quant_context(t)
+    gpu_start = max(t.num_layers + 1 - n_gpu_layers, 0)
+    output_on_gpu = n_gpu_layers > t.num_layers
+    acc: dict[tuple[Component, Location], int] = {}
+
+    def add(component: Component, where: Location, n: int) -> None:
+        acc[(component, where)] = acc.get((component, where), 0) + n
+
+    gpu, host = Location.ACCELERATOR, Location.HOST
+    for x in model_tensors(spec, vision=vision, audio=audio):
+        b = fmt.tensor_bytes(x, qc)
+        c = Component(x.component)
+        if x.kind in ("token_embd", "ple_table"):
+            add(c, host, b)  # input tensors stay in host memory
+            if x.kind == "token_embd" and t.tie_word_embeddings and output_on_gpu:
+                add(Component.OUTPUT_COPY, gpu, b)
+        elif x.layer < 0:
+            add(c, gpu if output_on_gpu else host, b)
+        else:
+            on_gpu = x.layer >= gpu_start and not (c is Component.EXPERTS and x.layer < n_cpu_moe)
+            add(c, gpu if on_gpu else host, b)
+    return tuple(MemoryTerm(c, n, where, f"{fmt.name} GGUF tensors; " + (
+        "input tensor kept in host memory" if where is host else "offloaded with -ngl")) for (c, where), n in acc.items())
 
 
 def weights_on_device(spec: ModelSpec, quant: str) -> int:

@@ -19,29 +19,23 @@ from pathlib import Path
 
 import yaml
 
-CALIBRATION_MODELS = {"e2b", "31b"}  # dense efficiencies; validated on e4b and 26b-a4b
-CALIBRATION_MOE_ROWS = {("26b-a4b", 2048)}  # the expert-GEMM half-rows constant; 26b-a4b at 512 / 1024 validate it
-
-
-def is_calibration_row(model: str, ctx: int) -> bool:
-    return model in CALIBRATION_MODELS or (model, ctx) in CALIBRATION_MOE_ROWS
+from g4sim.measure.split import CALIBRATION_MODELS, CALIBRATION_MOE_ROWS, row_spec, weight_format
 
 
 def fit(store: Path | None = None, device: str = "ci-cpu-2core",
         models: set[str] = CALIBRATION_MODELS) -> dict[str, dict[str, float]]:
+    from g4sim.analytic.work import (compute_dtype, decode_step_bytes, expert_rows, prefill_expert_flop, prefill_flop,
+                                     prefill_weight_bytes)
     from g4sim.engines import get_engine
     from g4sim.hardware import get_profile
-    from g4sim.measurements import load_store
-    from g4sim.throughput import (compute_dtype, decode_step_bytes, expert_rows, prefill_expert_flop, prefill_flop,
-                                  prefill_weight_bytes)
-    from g4sim.validate import _weight_format, row_spec
+    from g4sim.measure.measurements import load_store
 
     frame = load_store(store)
     frame = frame[(frame["status"] == "ok") & (frame["device"] == device) & frame["model"].isin(models)]
     prof = get_profile(device)
     samples: dict[str, dict[str, list[float]]] = {}
     for _, row in frame.iterrows():
-        fmt = _weight_format(row)
+        fmt = weight_format(row)
         if fmt not in ("fp32", "bf16", "fp16"):
             continue
         spec, dtype = row_spec(row), compute_dtype(fmt)
@@ -53,7 +47,9 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
         if steps:
             step = float(row["decode_seconds"]) / steps
             mid = ctx + steps // 2
-            d_bytes = decode_step_bytes(spec, mid, batch, fmt, "bf16" if fmt != "fp32" else "fp32", get_engine("g4sim"))
+            engine = get_engine("g4sim")
+            d_bytes = decode_step_bytes(spec, mid, batch, fmt, "bf16" if fmt != "fp32" else "fp32",
+                                        lambda layer, n: engine.kv_cells(spec.text, layer, n))
             s["decode"].append(d_bytes / bw / step)
     geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
     fitted = {dtype: {"prefill_compute": round(min(1.0, geo(v["prefill"])), 4),
@@ -63,7 +59,7 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
     moe = load_store(store)
     moe = moe[(moe["status"] == "ok") & (moe["device"] == device)]
     for _, row in moe.iterrows():
-        fmt = _weight_format(row)
+        fmt = weight_format(row)
         if (row["model"], int(row["ctx"])) not in CALIBRATION_MOE_ROWS or fmt not in ("fp32", "bf16", "fp16"):
             continue
         spec, dtype = row_spec(row), compute_dtype(fmt)

@@ -1,34 +1,28 @@
-"""Throughput: prefill is compute-bound, decode is bandwidth-bound; every prediction beside its roofline.
+"""Work per phase, engine-free: FLOPs and bytes moved by prefill and by one decode step.
 
-Units are in the names: flop, bytes, seconds, tokens_per_s.  For a device with peak ``P`` FLOP/s
-and bandwidth ``W`` bytes/s, a phase that performs ``F`` FLOP and moves ``B`` bytes takes at least
-``max(F / P, B / W)`` (the roofline bound); the prediction divides by the achieved fractions
-(``efficiency`` in the hardware profile, calibrated where measured), so it can never beat the bound.
-
-FLOP counts (2 per multiply-add): every matmul weight an active token touches — attention and MLP
-projections, the top-k share of the experts, router, PLE projections — plus attention scores and
-values (sliding layers attend to at most the window), plus the tied LM head for each position whose
-logits are kept.  Embedding-table lookups cost no FLOPs.  KV-shared layers run only for the kept
-positions in prefill (they write no cache; transformers' ``_maybe_slice_kv_shared_inputs`` and
-g4sim's model both skip them).
+Units are in the names: flop, bytes.  FLOP counts (2 per multiply-add): every matmul weight an
+active token touches — attention and MLP projections, the top-k share of the experts, router, PLE
+projections — plus attention scores and values (sliding layers attend to at most the window),
+plus the tied LM head for each position whose logits are kept.  Embedding-table lookups cost no
+FLOPs.  KV-shared layers run only for the kept positions in prefill (they write no cache;
+transformers' ``_maybe_slice_kv_shared_inputs`` and g4sim's model both skip them).
 
 Bytes per decode step: every weight read once (the tied embedding once more as the LM head), the
 experts the batch actually touches — ``E (1 - (1 - k/E)^B)`` per layer for B tokens choosing k of E
 uniformly and independently (the probability an expert is missed by one token is 1 - k/E) — one
 embedding / PLE row per sequence, and the KV cache each layer reads (shared layers re-read theirs).
+How many cells a layer's cache holds is the engine's rule, passed in as ``kv_cells(layer, ctx)``.
 No torch import.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from functools import lru_cache
 
 from g4sim.analytic.memory import kv_bytes_per_cell
 from g4sim.analytic.quant import get_kv_dtype, get_quant
 from g4sim.analytic.tensors import quant_context, text_tensors
-from g4sim.engines import Engine, get_engine
-from g4sim.hardware import HardwareProfile
 from g4sim.spec import ModelSpec, TextSpec
 
 _MATMUL_KINDS = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "router", "other"}
@@ -128,7 +122,8 @@ def _weight_bytes_by_layer(spec: ModelSpec, quant: str) -> tuple[dict[int, tuple
     return {i: (d, e) for i, (d, e) in per_layer.items()}, lm_head, glob
 
 
-def decode_step_bytes(spec: ModelSpec, ctx: int, batch: int, quant: str, kv_dtype: str, engine: Engine) -> float:
+def decode_step_bytes(spec: ModelSpec, ctx: int, batch: int, quant: str, kv_dtype: str,
+                      kv_cells: Callable[[int, int], int]) -> float:
     """Bytes moved by one decode step of ``batch`` sequences whose caches hold ``ctx`` positions."""
     t = spec.text
     per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant)
@@ -142,7 +137,7 @@ def decode_step_bytes(spec: ModelSpec, ctx: int, batch: int, quant: str, kv_dtyp
     kv = 0.0
     for i in range(t.num_layers):
         src = t.kv_source_layer(i)
-        kv += batch * engine.kv_cells(t, src, ctx) * kv_bytes_per_cell(t, src, dt)
+        kv += batch * kv_cells(src, ctx) * kv_bytes_per_cell(t, src, dt)
     return weights + rows + kv
 
 
@@ -162,91 +157,3 @@ def decode_step_flop(spec: ModelSpec, ctx: int, batch: int) -> float:
 def prefill_weight_bytes(spec: ModelSpec, quant: str) -> float:
     per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant)
     return glob + lm_head + sum(d + spec.text.num_experts * e for d, e in per_layer.values())
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """Predicted speeds (efficiency-scaled) beside their roofline bounds (efficiency 1)."""
-
-    prefill_tokens: int
-    batch: int
-    prefill_flop: float
-    prefill_seconds: float
-    prefill_seconds_roofline: float
-    decode_step_bytes: float
-    decode_step_flop: float
-    decode_step_seconds: float
-    decode_step_seconds_roofline: float
-    decode_bound: str  # "bandwidth" or "compute"
-    compute_dtype: str
-    efficiency_provenance: str
-
-    @property
-    def ttft_seconds(self) -> float:
-        return self.prefill_seconds
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        return self.batch * self.prefill_tokens / self.prefill_seconds
-
-    @property
-    def prefill_tokens_per_s_roofline(self) -> float:
-        return self.batch * self.prefill_tokens / self.prefill_seconds_roofline
-
-    @property
-    def decode_tokens_per_s_per_sequence(self) -> float:
-        return 1.0 / self.decode_step_seconds
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        return self.batch / self.decode_step_seconds
-
-    @property
-    def decode_tokens_per_s_roofline(self) -> float:
-        return self.batch / self.decode_step_seconds_roofline
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update(ttft_seconds=self.ttft_seconds, prefill_tokens_per_s=self.prefill_tokens_per_s,
-                 prefill_tokens_per_s_roofline=self.prefill_tokens_per_s_roofline,
-                 decode_tokens_per_s_per_sequence=self.decode_tokens_per_s_per_sequence,
-                 decode_tokens_per_s=self.decode_tokens_per_s, decode_tokens_per_s_roofline=self.decode_tokens_per_s_roofline,
-                 provenance="predicted (analytic model x hardware-profile efficiencies)")
-        return d
-
-
-def efficiencies(device: HardwareProfile, dtype: str) -> tuple[float, float, str]:
-    """(prefill compute efficiency, decode bandwidth efficiency, provenance) for a compute dtype."""
-    eff = device.efficiency
-    by_dtype = eff.by_dtype.get(dtype) if eff.by_dtype else None
-    if by_dtype:
-        return by_dtype[0], by_dtype[1], eff.provenance
-    return eff.prefill_compute, eff.decode_bandwidth, eff.provenance
-
-
-def predict(spec: ModelSpec, device: HardwareProfile, *, ctx: int, batch: int = 1, quant: str = "bf16",
-            kv_dtype: str = "bf16", engine: str | Engine = "transformers", kept: int = 1,
-            prefill_chunk: int | None = None) -> Throughput:
-    """Prefill ``ctx`` prompt tokens for ``batch`` sequences, then one decode step at that length."""
-    eng = get_engine(engine) if isinstance(engine, str) else engine
-    dtype = compute_dtype(quant)
-    peak, bw = device.flops(dtype), device.memory_bandwidth_bytes_per_s
-    eff_p, eff_d, provenance = efficiencies(device, dtype)
-    p_flop = prefill_flop(spec, ctx, batch, kept)
-    # small routed GEMMs run below the dense efficiency: weight their FLOPs by 1 / (m / (m + half_rows))
-    half = device.efficiency.expert_gemm_half_rows
-    m = expert_rows(spec, batch * min(ctx, prefill_chunk or ctx))
-    p_work = p_flop + (prefill_expert_flop(spec, ctx, batch) * half / m if spec.text.enable_moe_block else 0.0)
-    p_bytes = prefill_weight_bytes(spec, quant)
-    d_bytes = decode_step_bytes(spec, ctx, batch, quant, kv_dtype, eng)
-    d_flop = decode_step_flop(spec, ctx, batch)
-    d_bw, d_compute = d_bytes / (bw * eff_d), d_flop / (peak * eff_p)
-    return Throughput(
-        prefill_tokens=ctx, batch=batch, prefill_flop=p_flop,
-        prefill_seconds=max(p_work / (peak * eff_p), p_bytes / (bw * eff_d)),
-        prefill_seconds_roofline=max(p_flop / peak, p_bytes / bw),
-        decode_step_bytes=d_bytes, decode_step_flop=d_flop, decode_step_seconds=max(d_bw, d_compute),
-        decode_step_seconds_roofline=max(d_bytes / bw, d_flop / peak),
-        decode_bound="bandwidth" if d_bw >= d_compute else "compute", compute_dtype=dtype,
-        efficiency_provenance=provenance,
-    )

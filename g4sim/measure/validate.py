@@ -3,7 +3,7 @@
 For each measured configuration the analytic model is re-run with the same reduced spec, dtype /
 weight format, batch, prefill chunk and the "g4sim" engine rule on the row's device profile.
 Tolerances: parameter and KV bytes exact; peak prefill memory within 5 %; prefill and decode
-tokens/s within 25 % on rows the calibration did not see (g4sim/calibrate.py says which it saw) (float weights; the on-the-fly
+tokens/s within 25 % on rows the calibration did not see (g4sim/measure/split.py says which it saw) (float weights; the on-the-fly
 dequantizing int8/int4 kernels of g4sim's model are reported but not held to the speed tolerance).
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from g4sim.measure.split import CALIBRATION_MODELS, CALIBRATION_MOE_ROWS, row_spec, weight_format
 
 TOLERANCES = {"param_bytes": 0.0, "kv_bytes": 0.0, "prefill_peak_bytes": 0.05,
               "prefill_tokens_per_s": 0.25, "decode_tokens_per_s": 0.25}
@@ -36,35 +38,19 @@ class Check:
         return self.tolerance is None or abs(self.error) <= self.tolerance + 1e-12
 
 
-def _weight_format(row: dict[str, Any]) -> str:
-    quant = row.get("quant") or ""
-    return quant if isinstance(quant, str) and quant else str(row["dtype"])
-
-
-def row_spec(row: dict[str, Any]):
-    from g4sim.spec import FULL, SLIDING, get_variant
-
-    spec = get_variant(str(row["model"]))
-    spec = spec.reduced(int(row["layers"]))
-    types = tuple(SLIDING if c == "S" else FULL for c in str(row.get("layer_types", "")))
-    assert not types or types == spec.text.layer_types, f"row layer pattern {row['layer_types']} != spec"
-    return spec
-
-
 def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]) -> list[Check]:
-    from g4sim.analytic import estimate_memory, weight_bytes_by_component
-    from g4sim.engines import get_engine
+    from g4sim.analytic import weight_bytes_by_component
+    from g4sim.engines import Workload, estimate_memory, get_engine
+    from g4sim.evaluation.speed import predict
     from g4sim.hardware import get_profile
-    from g4sim.throughput import predict
 
     spec = row_spec(row)
-    fmt = _weight_format(row)
+    fmt = weight_format(row)
     device = get_profile(str(row["device"]))
     batch, ctx, cache_ctx = int(row["batch"]), int(row["ctx"]), int(row["cache_context"])
     chunk = int(row.get("chunk") or 0) or None
-    engine = get_engine("g4sim")
+    engine = get_engine("g4sim", prefill_chunk=chunk or ctx)
     label = f"{row['model']}[{row['layers']}L] {fmt} ctx {ctx} b{batch}"
-    from g4sim.calibrate import CALIBRATION_MOE_ROWS
 
     calib = str(row["model"]) in calibration_models or (str(row["model"]), ctx) in CALIBRATION_MOE_ROWS
     out: list[Check] = []
@@ -73,26 +59,25 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
     out.append(Check(index, label, "param_bytes", weights, float(row["param_bytes"]) - scalars, 0.0, calib))
     kv = "fp32" if fmt == "fp32" else "bf16"  # g4sim's cache takes the model's dtype
     memory = estimate_memory(spec, ctx=cache_ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine,
-                             prefill_chunk=chunk or ctx, device_kind="cpu" if device.kind != "gpu" else "gpu")
+                             device_kind="cpu" if device.kind != "gpu" else "gpu")
     out.append(Check(index, label, "kv_bytes", memory.by_category()["kv_cache"], float(row["kv_bytes"]), 0.0, calib))
     out.append(Check(index, label, "prefill_peak_bytes", memory.total(), float(row["prefill_peak_bytes"]),
                      TOLERANCES["prefill_peak_bytes"], calib))
     float_weights = fmt in ("fp32", "bf16", "fp16")
     speed_tol = None if (calib or not float_weights) else TOLERANCES["prefill_tokens_per_s"]
-    prefill = predict(spec, device, ctx=ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine, prefill_chunk=chunk)
+    prefill = predict(engine, Workload(spec, ctx, batch, fmt, kv), device)
     out.append(Check(index, label, "prefill_tokens_per_s", prefill.prefill_tokens_per_s,
                      float(row["prefill_tokens_per_s"]), speed_tol, calib))
     steps = int(row.get("decode_steps") or 0)
     if steps and row.get("decode_tokens_per_s") not in ("", None):
-        decode = predict(spec, device, ctx=ctx + steps // 2, batch=batch, quant=fmt, kv_dtype=kv, engine=engine)
+        decode = predict(engine, Workload(spec, ctx + steps // 2, batch, fmt, kv), device)
         out.append(Check(index, label, "decode_tokens_per_s", decode.decode_tokens_per_s,
                          float(row["decode_tokens_per_s"]), speed_tol, calib))
     return out
 
 
 def validate(store: Path | None = None, calibration_models: set[str] | None = None) -> list[Check]:
-    from g4sim.calibrate import CALIBRATION_MODELS
-    from g4sim.measurements import load_store
+    from g4sim.measure.measurements import load_store
 
     frame = load_store(store)
     if frame.empty:

@@ -1,6 +1,6 @@
 """Instrumented real forward passes of g4sim's model: measured memory and speed, stored with provenance.
 
-`g4sim profile` runs each model configuration in its own worker process (``python -m g4sim.profile``),
+`g4sim profile` runs each model configuration in its own worker process (``python -m g4sim.measure.profile``),
 so the memory baseline is clean and an out-of-memory kill costs one data point, never earlier rows.
 Per context the worker measures: parameter bytes resident, KV-cache bytes allocated (the cache's own
 report), the peak memory of prefill and of decode above the pre-model baseline, prefill time and
@@ -126,7 +126,7 @@ def worker(run: ProfileRun) -> None:
     """Measure every context of ``run`` in this process and append one row per context."""
     import torch
 
-    from g4sim.measurements import append_row, provenance, store_path
+    from g4sim.measure.measurements import append_row, provenance, store_path
     from g4sim.model import parameter_bytes
 
     if run.threads:
@@ -204,7 +204,7 @@ def profile(runs: list[ProfileRun], *, progress: bool = True) -> list[str]:
     """Run each configuration in a worker process; a killed worker records OOM and the sweep goes on."""
     from rich.progress import Progress
 
-    from g4sim.measurements import append_row, provenance, store_path
+    from g4sim.measure.measurements import append_row, provenance, store_path
 
     outcomes: list[str] = []
     total = sum(len(r.contexts) for r in runs)
@@ -217,7 +217,7 @@ def profile(runs: list[ProfileRun], *, progress: bool = True) -> list[str]:
                 bar.update(task, description=f"{run.model} {run.dtype}{'/' + run.quant if run.quant else ''} "
                                              f"ctx {pending[0]}")
                 sub = replace(run, skip=tuple(done))
-                proc = subprocess.Popen([sys.executable, "-m", "g4sim.profile", json.dumps(asdict(sub))],
+                proc = subprocess.Popen([sys.executable, "-m", "g4sim.measure.profile", json.dumps(asdict(sub))],
                                         stdout=subprocess.PIPE, text=True, env=worker_env())
                 for line in proc.stdout:
                     if line.startswith("{"):

@@ -18,12 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-STORE_DIR = Path(__file__).resolve().parent.parent / "reports" / "measurements"
+STORE_DIR = Path(__file__).resolve().parents[2] / "reports" / "measurements"
 
 
 def git_commit() -> tuple[str, bool]:
     """(commit, dirty) of the g4sim checkout, ('unknown', False) outside git."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()

@@ -1,19 +1,19 @@
 """Serving capacity: how many concurrent sequences fit, the aggregate speed, and where the knee is.
 
 For a workload (tokens per sequence, output length, concurrency, optional request mix) on one
-device: the largest concurrency that fits in memory, decode throughput along the batch axis, and
-the knee — the batch where adding sequences stops being nearly free: decode turns compute-bound,
-or the KV cache read per step outgrows the weights read (each new sequence then costs its own
-bandwidth), or memory runs out, whichever comes first.  Computed from the analytic memory model and
-predicted from the throughput model.  No torch import.
+device: the largest concurrency that fits with the margin, decode throughput along the batch
+axis, and the knee — the batch where adding sequences stops being nearly free: decode turns
+compute-bound, or the KV cache read per step outgrows the weights read (each new sequence then
+costs its own bandwidth), or memory runs out, whichever comes first.  Every point is one
+``evaluate`` of the same request at another batch.  No torch import.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from g4sim.plan import PlanRequest, max_batch
-from g4sim.throughput import predict
+from g4sim.evaluation import Request, evaluate
+from g4sim.plan.search import max_batch
 
 
 @dataclass(frozen=True)
@@ -39,36 +39,35 @@ class Capacity:
                 "points": [p.__dict__ for p in self.points], "provenance": "computed memory, predicted speed"}
 
 
-def _point(req: PlanRequest, batch: int) -> CapacityPoint:
-    t = predict(req.spec, req.device, ctx=req.ctx, batch=batch, quant=req.quant, kv_dtype=req.kv_dtype, engine=req.engine)
-    return CapacityPoint(batch, t.decode_tokens_per_s, t.decode_tokens_per_s_per_sequence, t.decode_bound)
+def _speed(req: Request, batch: int, ctx: int | None = None):
+    return evaluate(req.with_workload(batch=batch, **({"ctx": ctx} if ctx else {}))).speed
 
 
-def capacity(req: PlanRequest, concurrency: int, output_tokens: int, prompt_tokens: int | None = None) -> Capacity:
-    """``req.ctx`` is the longest a sequence gets (prompt + soft tokens + output)."""
-    limit = max_batch(req) if req.fits(batch=1) else 0
+def capacity(req: Request, concurrency: int, output_tokens: int, prompt_tokens: int | None = None) -> Capacity:
+    """``req.workload.ctx`` is the longest a sequence gets (prompt + soft tokens + output)."""
+    limit = max_batch(req)
     batches = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, limit, concurrency) if 1 <= b <= max(limit, 1)})
-    points = tuple(_point(req, b) for b in batches) if limit else ()
+    points = []
+    for b in batches if limit else ():
+        s = _speed(req, b)
+        points.append(CapacityPoint(b, s.decode_tokens_per_s, s.decode_tokens_per_s_per_sequence, s.decode_bound))
     knee, reason = limit, "memory"
     for p in points:
         if p.decode_bound == "compute":
             knee, reason = p.batch, "compute-bound"
             break
-        step = predict(req.spec, req.device, ctx=req.ctx, batch=p.batch, quant=req.quant, kv_dtype=req.kv_dtype,
-                       engine=req.engine).decode_step_bytes
-        weights_only = predict(req.spec, req.device, ctx=1, batch=p.batch, quant=req.quant, kv_dtype=req.kv_dtype,
-                               engine=req.engine).decode_step_bytes
+        step = _speed(req, p.batch).decode_step_bytes
+        weights_only = _speed(req, p.batch, ctx=1).decode_step_bytes
         if step - weights_only >= weights_only:  # past here each added sequence costs its full KV read
             knee, reason = p.batch, "KV-bound"
             break
     fits = limit >= concurrency
     rps = 0.0
     if fits:
-        t = predict(req.spec, req.device, ctx=prompt_tokens or req.ctx, batch=concurrency, quant=req.quant,
-                    kv_dtype=req.kv_dtype, engine=req.engine)
+        t = _speed(req, concurrency, ctx=prompt_tokens or req.workload.ctx)
         per_request = t.prefill_seconds / concurrency + output_tokens / t.decode_tokens_per_s_per_sequence
         rps = concurrency / per_request
-    return Capacity(limit, knee, reason, concurrency, fits, points, rps)
+    return Capacity(limit, knee, reason, concurrency, fits, tuple(points), rps)
 
 
 def longest_sequence(scenario) -> int:
@@ -78,8 +77,11 @@ def longest_sequence(scenario) -> int:
     return scenario.sequence_tokens
 
 
-def scenario_capacity(req: PlanRequest, scenario) -> Capacity:
+def scenario_capacity(req: Request, scenario) -> Capacity:
     """Capacity for a scenario: memory is reserved for its longest sequence."""
     tokens = min(longest_sequence(scenario), req.spec.max_context)
-    return capacity(replace(req, ctx=tokens), scenario.concurrency, scenario.output_tokens,
-                    prompt_tokens=tokens - scenario.output_tokens)
+    return capacity(req.with_workload(ctx=tokens), scenario.concurrency, scenario.output_tokens,
+                    prompt_tokens=max(1, tokens - scenario.output_tokens))
+
+
+__all__ = ["Capacity", "CapacityPoint", "capacity", "longest_sequence", "scenario_capacity"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-BASELINE = Path(__file__).resolve().parent.parent / "reports" / "baseline.json"
+BASELINE = Path(__file__).resolve().parents[2] / "reports" / "baseline.json"
 
 # figure -> (relative tolerance, direction): "down" means a rise is a regression
 TOLERANCES: dict[str, tuple[float, str]] = {
@@ -36,6 +36,8 @@ MATRIX: list[dict[str, Any]] = [
     {"name": "e2b-8k-q4_0-rpi5", "model": "e2b", "ctx": 8192, "quant": "q4_0", "device": "rpi5-8gb"},
     {"name": "e2b-32k-bf16-batch8-g4sim-4090", "model": "e2b", "ctx": 32768, "quant": "bf16", "batch": 8,
      "engine": "g4sim", "device": "rtx4090"},
+    {"name": "31b-32k-bf16-transformers-h100", "model": "31b", "ctx": 32768, "quant": "bf16", "device": "h100-sxm",
+     "engine": "transformers"},
 ]
 
 
@@ -59,24 +61,35 @@ class Diff:
         return "regression" if worse else ("improvement" if better else "same")
 
 
-def compute(entry: dict[str, Any]) -> dict[str, float]:
-    from g4sim.engines import get_engine
+def request_for(entry: dict[str, Any]):
+    """The evaluation request a matrix entry names (engine ``auto`` unless the entry names one)."""
+    from g4sim.engines import Workload, get_engine
+    from g4sim.engines.auto import choose
+    from g4sim.evaluation import Request
     from g4sim.hardware import get_profile
-    from g4sim.plan import PlanRequest, make_plan
     from g4sim.spec import get_variant
 
-    req = PlanRequest(spec=get_variant(entry["model"]), device=get_profile(entry["device"]), ctx=entry["ctx"],
-                      batch=entry.get("batch", 1), quant=entry["quant"], kv_dtype=entry.get("kv_dtype", "bf16"),
-                      engine=get_engine(entry.get("engine", "transformers")))
-    plan = make_plan(req)
-    cats = plan.memory.by_category()
-    return {**{f"{c}_bytes": v for c, v in cats.items()}, "total_bytes": plan.total_bytes,
+    w = Workload(get_variant(entry["model"]), entry["ctx"], entry.get("batch", 1), entry["quant"],
+                 entry.get("kv_dtype", "bf16"))
+    device = get_profile(entry["device"])
+    name = entry.get("engine", "auto")
+    engine = choose(w, device)[0] if name == "auto" else get_engine(name)
+    return Request(w, device, engine)
+
+
+def compute(entry: dict[str, Any]) -> dict[str, float]:
+    from g4sim.plan import make_plan
+
+    plan = make_plan(request_for(entry), search_layouts=False)
+    e = plan.evaluation
+    cats = e.memory.by_category()
+    return {**{f"{c}_bytes": v for c, v in cats.items()}, "total_bytes": e.needed_bytes,
             "max_context_tokens": plan.max_context, "max_batch": plan.max_batch}
 
 
 def measured_figures(store: Path | None = None) -> dict[str, dict[str, float]]:
     """The latest measured prefill peak per measured configuration of the store."""
-    from g4sim.measurements import load_store
+    from g4sim.measure.measurements import load_store
 
     frame = load_store(store)
     if frame.empty:
@@ -129,7 +142,7 @@ def junit_xml(diffs: list[Diff]) -> str:
         if d.verdict == "regression":
             msg = f"{d.figure} moved from {d.baseline:,.0f} to {d.now:,.0f} ({d.change:+.3%}, tolerance {d.tolerance:.1%})"
             body = f"<failure message={quoteattr(msg)}>{escape(msg)}</failure>"
-        cases.append(f'  <testcase classname="g4sim.check" name={name}>{body}</testcase>')
+        cases.append(f'  <testcase classname="g4sim.outputs.check" name={name}>{body}</testcase>')
     return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="g4sim-memory" tests="{len(diffs)}" '
             f'failures="{len(failures)}">\n' + "\n".join(cases) + "\n</testsuite>\n")
 

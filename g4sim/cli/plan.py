@@ -1,0 +1,183 @@
+"""``g4sim plan``: will it fit, how fast, and the command that launches it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any, Optional
+
+import typer
+
+from g4sim.cli.app import app, out
+from g4sim.cli.resolve import (
+    resolve_context, resolve_engine_name, resolve_gpu, resolve_kv_dtype, resolve_margin, resolve_quant, resolve_spec,
+)
+from g4sim.errors import UserError
+
+# plan option -> engine setting, each named as the engine names it (the engine modules cite the defaults)
+_ON_OFF = {"on": True, "off": False, "auto": True}
+
+
+def _on_off(flag: str, value: str) -> bool:
+    if value.lower() not in _ON_OFF:
+        raise UserError(f"{flag} {value!r}; valid: on, off, auto")
+    return _ON_OFF[value.lower()]
+
+
+def engine_settings(**given: Any) -> dict[str, Any]:
+    """The engine settings the user gave (field -> value), parsed."""
+    from g4sim.engines.llamacpp import cache_type
+
+    fields = {"attn_implementation": "attn_implementation", "prefill_chunk_size": "prefill_chunk",
+              "ubatch_size": "n_ubatch", "n_gpu_layers": "n_gpu_layers", "n_cpu_moe": "n_cpu_moe",
+              "gpu_memory_utilization": "gpu_memory_utilization", "max_num_batched_tokens": "max_num_batched_tokens",
+              "block_size": "block_size"}
+    settings = {fields[k]: v for k, v in given.items() if k in fields and v is not None}
+    if given.get("flash_attn") is not None:
+        settings["flash_attn"] = _on_off("--flash-attn", given["flash_attn"])
+    if given.get("cache_type_v") is not None:
+        try:
+            settings["cache_type_v"] = cache_type("--cache-type-v", given["cache_type_v"])
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+    for switch in ("swa_full", "kv_unified", "enforce_eager"):
+        if given.get(switch):
+            settings[switch] = True
+    return settings
+
+
+def _engine(name: str | None, settings: dict, w, device, gpus: int):
+    """(engine, why auto chose it) — the named one with its settings, or auto's pick."""
+    from g4sim.engines import EngineError, get_engine
+    from g4sim.engines.auto import choose, engines_that_run
+
+    try:
+        if name is None:
+            return choose(w, device, gpus, settings)
+        engine = get_engine(name, **settings)
+    except EngineError as exc:
+        raise UserError(str(exc)) from exc
+    problem = engine.compatibility(w, device, gpus)
+    if problem:
+        others = engines_that_run(w, device, gpus)
+        raise UserError(problem + (f"; what runs it: --engine {' or '.join(others)}" if others
+                                   else "; no engine g4sim models runs it there"))
+    return engine, ""
+
+
+@app.command()
+def plan(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Variant: e2b, e4b, 26b-a4b, 31b."),
+    config: Optional[str] = typer.Option(None, "--config", help="Plan any HF config.json (or a directory holding one)."),
+    from_command: Optional[str] = typer.Option(None, "--from", help="Plan the command you run: \"llama-server -m ...\", "
+                                               "\"vllm serve ...\"."),
+    ctx: Optional[str] = typer.Option(None, "--ctx", "-c", help="Context per sequence: 8192, 32k, 256k (default 8k)."),
+    gpu: str = typer.Option("rtx4090", "--gpu", "-g", help="Hardware profile (see `g4sim gpus`); NAME:N for N of them."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, help="How many GPUs of --gpu."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Weight format (default: the smallest-loss one that "
+                                        "fits with the margin): bf16, fp8, int4-g128, q4_k_m, ..."),
+    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache format: bf16, fp16, fp8, q8_0, q4_0 "
+                                           "(default: the model's 16-bit dtype)."),
+    batch: Optional[int] = typer.Option(None, "--batch", "-b", min=1, help="Concurrent sequences (slots)."),
+    engine: str = typer.Option("auto", "--engine", "-e", help="auto, llamacpp, vllm, transformers, g4sim."),
+    margin: str = typer.Option("5%", "--margin", help="Spare memory a plan keeps: 5%, 0.05, 1.5GiB."),
+    headless: bool = typer.Option(False, "--headless", help="The GPU drives no display (frees the desktop's share)."),
+    attn_implementation: Optional[str] = typer.Option(None, "--attn", help="transformers: sdpa or eager."),
+    prefill_chunk_size: Optional[int] = typer.Option(None, "--prefill-chunk-size", min=1,
+                                                     help="transformers / g4sim: prompt tokens per forward pass."),
+    ubatch_size: Optional[int] = typer.Option(None, "--ubatch-size", min=1, help="llama.cpp -ub: micro-batch tokens."),
+    flash_attn: Optional[str] = typer.Option(None, "--flash-attn", help="llama.cpp -fa: on or off."),
+    swa_full: bool = typer.Option(False, "--swa-full", help="llama.cpp: full-size sliding-window cache."),
+    kv_unified: bool = typer.Option(False, "--kv-unified", help="llama.cpp: one KV buffer for all slots."),
+    cache_type_v: Optional[str] = typer.Option(None, "--cache-type-v", help="llama.cpp -ctv (default: as -ctk)."),
+    n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", min=0, help="llama.cpp -ngl."),
+    n_cpu_moe: Optional[int] = typer.Option(None, "--n-cpu-moe", min=0, help="llama.cpp: experts of the first N layers on the host."),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="vLLM: share of GPU memory."),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", min=1, help="vLLM: tokens per step."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", min=1, help="vLLM: tokens per KV block."),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vLLM: no CUDA graphs."),
+    text_only: bool = typer.Option(False, "--text-only", help="Text decoder only (default)."),
+    with_vision: bool = typer.Option(False, "--with-vision", help="Also load the vision tower."),
+    with_audio: bool = typer.Option(False, "--with-audio", help="Also load the audio tower."),
+    allow_beyond_max: bool = typer.Option(False, "--allow-beyond-max", help="Allow contexts past the model's maximum."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (stable keys, sizes in bytes)."),
+) -> None:
+    """Will it fit? Memory breakdown, verdict, limits, speed, ranked layouts and the launch command."""
+    from g4sim.engines import EngineError, Workload
+    from g4sim.evaluation import Incompatible, Request
+    from g4sim.plan import choose_format, make_plan, plan_to_dict
+    from g4sim.plan.search import BEYOND_MAX_CAP
+
+    settings = engine_settings(
+        attn_implementation=attn_implementation, prefill_chunk_size=prefill_chunk_size, ubatch_size=ubatch_size,
+        flash_attn=flash_attn, swa_full=swa_full, kv_unified=kv_unified, cache_type_v=cache_type_v,
+        n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe, gpu_memory_utilization=gpu_memory_utilization,
+        max_num_batched_tokens=max_num_batched_tokens, block_size=block_size, enforce_eager=enforce_eager)
+    if text_only and (with_vision or with_audio):
+        raise UserError("--text-only cannot be combined with --with-vision / --with-audio")
+    device, count = resolve_gpu(gpu, gpus)
+    margin_ = resolve_margin(margin)
+    choice = ""
+    if from_command is not None:
+        given = [flag for flag, v in (("--ctx", ctx), ("--quant", quant), ("--kv-dtype", kv_dtype), ("--batch", batch),
+                                      ("--config", config)) if v is not None]
+        given += ["--engine"] if engine != "auto" else []
+        given += [f"engine setting {k}" for k in settings]
+        if given:
+            raise UserError(f"--from fixes the engine, its settings and the workload; drop {given[0]} or edit the command")
+        from g4sim.plan.commandline import request_from_command
+
+        try:
+            req = request_from_command(from_command, resolve_spec(model, None) if model else None, device, gpus=count,
+                                       margin=margin_, display_attached=not headless)
+        except EngineError as exc:
+            raise UserError(str(exc)) from exc
+        spec = req.spec
+        if req.workload.ctx > spec.max_context and not allow_beyond_max:
+            raise UserError(f"the command's context {req.workload.ctx:,} is beyond {spec.name}'s maximum of "
+                            f"{spec.max_context:,}; pass --allow-beyond-max to plan it anyway")
+        problem = req.engine.compatibility(req.workload, req.device, req.gpus)
+        if problem:
+            raise UserError(problem)
+    else:
+        spec = resolve_spec(model, config)
+        if with_vision and spec.vision is None:
+            raise UserError(f"{spec.name} has no vision tower")
+        if with_audio and spec.audio is None:
+            raise UserError(f"{spec.name} has no audio tower (audio: e2b, e4b)")
+        ctx_tokens = resolve_context(ctx or "8k", spec, allow_beyond_max)
+        name = resolve_engine_name(engine)
+        q = resolve_quant(quant) if quant else None
+        kv = resolve_kv_dtype(kv_dtype) if kv_dtype else None
+        w = Workload(spec, ctx_tokens, batch or 1, q or "bf16", kv or "bf16", with_vision, with_audio)
+        if q is None:
+            from g4sim.engines import ENGINES, get_engine
+
+            if name is None:  # a placeholder: choose_format picks the engine per format
+                name_ = next((n for n, cls in ENGINES.items() if set(settings) <= {o.field for o in cls.options}), None)
+                if name_ is None:
+                    raise UserError(f"no one engine has all of the settings {', '.join(sorted(settings))}")
+            try:
+                base = get_engine(name or name_, **settings)
+            except EngineError as exc:
+                raise UserError(str(exc)) from exc
+            template = Request(w, device, base, count, margin_, not headless)
+            try:
+                req, choice = choose_format(template, auto_engine=name is None, settings=settings)
+            except EngineError as exc:
+                raise UserError(str(exc)) from exc
+        else:
+            if kv is None and q in ("fp16", "fp32"):
+                w = replace(w, kv_dtype=q)  # the model's dtype
+            eng, why = _engine(name, settings, w, device, count)
+            req = Request(w, device, eng, count, margin_, not headless, why)
+    try:
+        result = make_plan(req, choice, context_cap=BEYOND_MAX_CAP if allow_beyond_max else None)
+    except Incompatible as exc:
+        raise UserError(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps(plan_to_dict(result), indent=2))
+    else:
+        from g4sim.outputs.render import render_plan
+
+        render_plan(result, out)

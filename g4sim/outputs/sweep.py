@@ -1,0 +1,125 @@
+"""The cross product of models x devices x weight formats x contexts as one tidy pandas table.
+
+Every row is one ``g4sim.evaluation.evaluate`` — the same call ``g4sim plan`` makes — flattened, so
+a row and ``plan --json`` for the same request agree figure for figure (tested).  Combinations the
+engine cannot run (or, with ``--engine auto``, no engine can) are left out and counted.  Speed
+comes from the evaluation's caches: memory per (engine, workload, device kind), work per (engine,
+workload); each device then costs a few multiplications.  pandas is imported here, never on the
+``g4sim plan`` path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from g4sim.analytic.quant import QUANT_FORMATS
+from g4sim.engines import Engine, EngineError, Workload
+from g4sim.engines.auto import choose
+from g4sim.evaluation import Evaluation, Incompatible, Margin, Request, evaluate
+from g4sim.hardware import load_profiles
+from g4sim.spec import VARIANTS
+
+DEFAULT_CONTEXTS = (1024, 2048, 4096, 8192, 16384, 32768, 49152, 65536, 98304, 131072, 196608, 262144)
+FORMATS = {".csv", ".parquet", ".json"}
+
+
+@dataclass(frozen=True)
+class SweepAxes:
+    models: tuple[str, ...] = tuple(VARIANTS)
+    devices: tuple[str, ...] = ()
+    quants: tuple[str, ...] = tuple(QUANT_FORMATS)
+    contexts: tuple[int, ...] = DEFAULT_CONTEXTS
+    kv_dtype: str = "bf16"
+    engine: Engine | None = None  # None: --engine auto, per row
+    batch: int = 1
+    gpus: int = 1
+    margin: Margin = Margin()
+
+
+def row(e: Evaluation) -> dict[str, Any]:
+    """One evaluation as a flat row (the keys of ``plan --json`` it shares keep their meaning)."""
+    r, w, s = e.request, e.request.workload, e.speed
+    cats = e.memory.by_category()
+    return {
+        "model": w.spec.name, "device": r.device.name, "gpus": r.gpus, "quant": w.quant, "kv_dtype": w.kv_dtype,
+        "engine": r.engine.name, "ctx": w.ctx, "batch": w.batch,
+        **{f"{c}_bytes": v for c, v in cats.items()},
+        "accelerator_total_bytes": e.memory.total(), "host_bytes": e.host_bytes, "needed_bytes": e.needed_bytes,
+        "budget_bytes": e.budget_bytes, "margin_bytes": e.margin_bytes, "headroom_bytes": e.headroom_bytes,
+        "verdict": e.verdict.value, "fits": e.loads,
+        "ttft_s": s.ttft_seconds, "prefill_tokens_per_s": s.prefill_tokens_per_s,
+        "prefill_tokens_per_s_roofline": s.prefill_tokens_per_s_roofline,
+        "decode_tokens_per_s": s.decode_tokens_per_s, "decode_tokens_per_s_roofline": s.decode_tokens_per_s_roofline,
+        "launch_command": e.command,
+    }
+
+
+def requests(axes: SweepAxes):
+    """Every request of the cross product that an engine can run; yields (request or None, skipped reason)."""
+    profiles = load_profiles()
+    devices = [profiles[d] for d in (axes.devices or tuple(profiles))]
+    for model in axes.models:
+        spec = VARIANTS[model]
+        for quant in axes.quants:
+            for ctx in axes.contexts:
+                if ctx > spec.max_context:
+                    continue
+                w = Workload(spec, ctx, axes.batch, quant, axes.kv_dtype)
+                for dev in devices:
+                    if axes.engine is None:
+                        try:
+                            engine, why = choose(w, dev, axes.gpus)
+                        except EngineError as exc:
+                            yield None, str(exc)
+                            continue
+                    else:
+                        engine, why = axes.engine, ""
+                    yield Request(w, dev, engine, axes.gpus, axes.margin, engine_reason=why), ""
+
+
+def sweep(axes: SweepAxes, skipped: list[str] | None = None):
+    """One row per runnable (model, device, format, context); ``skipped`` collects why the rest are not."""
+    import pandas as pd
+
+    rows = []
+    for req, reason in requests(axes):
+        if req is None:
+            if skipped is not None:
+                skipped.append(reason)
+            continue
+        try:
+            rows.append(row(evaluate(req)))
+        except Incompatible as exc:
+            if skipped is not None:
+                skipped.append(str(exc))
+    return pd.DataFrame(rows)
+
+
+def write_table(frame, path: Path) -> Path:
+    """CSV / Parquet / JSON by suffix, written atomically (temp file + rename)."""
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"output {path.name!r}: unknown table format {suffix or '(none)'}; valid: {', '.join(sorted(FORMATS))}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        if suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        elif suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_json(tmp, orient="records", indent=1)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a table is for everyone who reads the folder
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+__all__ = ["DEFAULT_CONTEXTS", "FORMATS", "SweepAxes", "row", "sweep", "write_table"]
