@@ -1,48 +1,59 @@
-"""Cold wall time of `g4sim plan` and of an in-process sweep of every model x GPU x quant x 12 contexts.
+"""`g4sim plan` cold and the full `g4sim sweep`, this tree beside a reference commit, in one run.
 
-Run: python benchmarks/bench_plan.py     (targets: plan < 1 s cold; printed beside the measurement)
+Run: python benchmarks/bench_plan.py [--against REV]   (default REV: c3ea33f, the tree before "One evaluation")
+
+Each command runs as a fresh process (median of 5 for plan, 3 for sweep), alternating between the
+two trees so both see the same machine state.  The reference tree is checked out with
+``git worktree`` into a temporary folder and run with ``PYTHONPATH`` pointing at it.  Targets:
+plan < 0.5 s, sweep < 1.5 s.  The sweeps differ in what they do (the reference skips nothing and
+has no engine choice, margins or commands), so the ratio is what a user waits, not work per row.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-PLAN = [sys.executable, "-m", "g4sim", "plan", "--model", "26b-a4b", "--ctx", "256k", "--gpu", "rtx4090"]
-CONTEXTS = [1024, 2048, 4096, 8192, 16384, 32768, 49152, 65536, 98304, 131072, 196608, 262144]
-
-
-def cold_plan_seconds(runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(PLAN, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = ["plan", "--model", "26b-a4b", "--ctx", "256k", "--gpu", "rtx4090"]
+TARGETS = {"plan": 0.5, "sweep": 1.5}
 
 
-def sweep_seconds() -> tuple[float, int]:
-    from g4sim.engines import estimate_memory
-from g4sim.analytic import QUANT_FORMATS
-    from g4sim.hardware import load_profiles
-    from g4sim.spec import VARIANTS
+def seconds(tree: Path, args: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "g4sim", *args], check=True, capture_output=True, env=env, cwd=tree)
+    return time.perf_counter() - start
 
-    start, n = time.perf_counter(), 0
-    profiles = load_profiles()
-    for spec in VARIANTS.values():
-        for quant in QUANT_FORMATS:
-            for ctx in CONTEXTS:
-                memory = estimate_memory(spec, ctx=min(ctx, spec.max_context), quant=quant, prefill_chunk=4096)
-                total = memory.total()
-                for prof in profiles.values():
-                    n += total <= prof.usable_memory_bytes
-    return time.perf_counter() - start, len(VARIANTS) * len(QUANT_FORMATS) * len(CONTEXTS) * len(profiles)
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--against", default="c3ea33f")
+    rev = parser.parse_args().against
+    with tempfile.TemporaryDirectory() as d:
+        ref = Path(d) / "ref"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(ref), rev], check=True,
+                       capture_output=True)
+        try:
+            runs = {"plan": (PLAN, 5), "sweep": (["sweep", "--out", str(Path(d) / "s.parquet")], 3)}
+            print(f"{'command':<8}{'this tree':>12}{rev:>12}{'ratio':>9}{'target':>9}")
+            for name, (args, n) in runs.items():
+                now, before = [], []
+                for _ in range(n):
+                    now.append(seconds(ROOT, args))
+                    before.append(seconds(ref, args))
+                a, b = statistics.median(now), statistics.median(before)
+                ok = "ok" if a < TARGETS[name] else "MISSED"
+                print(f"{name:<8}{a:>11.3f}s{b:>11.3f}s{a / b:>9.2f}{TARGETS[name]:>8.1f}s {ok}")
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(ref)], capture_output=True)
 
 
 if __name__ == "__main__":
-    plan = cold_plan_seconds()
-    print(f"g4sim plan (cold process, median of 5): {plan:.3f} s   target < 1 s   ratio {plan / 1.0:.2f} of budget")
-    sweep, configs = sweep_seconds()
-    print(f"in-process sweep of {configs} configs (model x GPU x quant x 12 ctx): {sweep:.3f} s")
+    main()

@@ -298,7 +298,8 @@ def _parse_reserve(block: dict, memory_bytes: int, path: Path) -> Reserve:
 def read_yaml(path: Path, error: type[ValueError]):
     """Safe-load a YAML file; a syntax error becomes ``error`` naming the file."""
     try:
-        return yaml.safe_load(path.read_text())
+        # libyaml's safe loader when the wheel has it (same safe subset, ~10x faster: plan starts sooner)
+        return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise error(f"{path.name}: not valid YAML ({exc.__class__.__name__})") from exc
 

@@ -13,7 +13,7 @@ table ``_VARIANTS`` in ``convert_gemma4_weights.py``.  No torch import here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,14 @@ class RopeSpec:
 @dataclass(frozen=True)
 class TextSpec:
     """The text decoder.  Per-layer facts come from the methods, not from fields."""
+
+    def __hash__(self) -> int:  # searches and sweeps hash specs millions of times: compute it once
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            h = hash(tuple(getattr(self, f.name) for f in fields(self) if (f.compare if f.hash is None else f.hash)))
+            object.__setattr__(self, "_hash", h)
+            return h
 
     hidden_size: int
     num_layers: int
@@ -197,6 +205,8 @@ class AudioSpec:
 @dataclass(frozen=True)
 class ModelSpec:
     """A whole model: the text decoder plus optional towers."""
+
+    __hash__ = TextSpec.__hash__
 
     name: str
     text: TextSpec

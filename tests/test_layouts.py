@@ -73,11 +73,19 @@ def test_tensor_parallel_needs_an_interconnect_and_a_gpu():
         fit(req("e2b", "rtx4090", "g4sim", gpus=2))
 
 
-def test_31b_at_256k_on_a_4090_gets_ranked_layouts_that_load():
-    layouts = ranked_layouts(req("31b", "rtx4090", "llamacpp", quant="bf16", ctx=262144))
+def test_31b_bf16_on_a_4090_gets_ranked_layouts_that_load():
+    layouts = ranked_layouts(req("31b", "rtx4090", "llamacpp", quant="bf16", ctx=32768))
     assert len(layouts) >= 3 and all(l.evaluation.loads for l in layouts)
     assert any(l.evaluation.request.gpus > 1 for l in layouts) and any("offload" in l.name for l in layouts)
     assert all(l.evaluation.command for l in layouts)
+    host_ram = get_profile("desktop-ddr5").usable_bytes(True)
+    assert all(l.evaluation.host_bytes <= host_ram for l in layouts)
     for l in layouts:  # every layout is one the engine can run on those devices
         r = l.evaluation.request
         assert r.engine.compatibility(r.workload, r.device, r.gpus) is None
+
+
+def test_no_offload_layout_needs_more_host_ram_than_the_desktop_has():
+    """31B bf16 at 256k would keep ~78 GiB on the host with -ngl 0: more than the 64 GB desktop holds."""
+    layouts = ranked_layouts(req("31b", "rtx4090", "llamacpp", quant="bf16", ctx=262144))
+    assert layouts and not any("offload" in l.name for l in layouts)

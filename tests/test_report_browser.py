@@ -46,6 +46,15 @@ def test_report_renders_every_figure_without_console_errors(chromium, tmp_path):
                          capture_output=True, text=True, timeout=180)
     rendered = len(re.findall(r'class="main-svg"', dom.stdout))
     assert expected >= 4 and rendered >= expected, (expected, rendered)  # each plot draws at least one main-svg
+    # every colour drawn in a plot is a colour of its legend, and every legend colour is drawn
+    for figure in re.split(r'class="plotly-graph-div[^"]*"', dom.stdout)[1:]:
+        at = figure.find('class="legend"')
+        legend, plot = (figure[at:], figure[:at]) if at >= 0 else ("", figure)
+        legend_colors = set(re.findall(r'class="(?:js-line|js-fill|legendundefined|scatterpts)"[^>]*?'
+                                       r'(?:stroke|fill): (rgb\([^)]*\))', legend))
+        drawn = (set(re.findall(r'class="js-line"[^>]*?stroke: (rgb\([^)]*\))', plot))
+                 | set(re.findall(r'class="point"><path[^>]*?fill: (rgb\([^)]*\))', plot)))
+        assert drawn == legend_colors, (drawn - legend_colors, legend_colors - drawn)
     console_errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
     assert not console_errors, console_errors
     shot = tmp_path / "report.png"

@@ -9,7 +9,7 @@ an integer number of bytes with a ``source`` note giving its formula.  No torch 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from g4sim.analytic.components import CATEGORIES, Category, Component, Location
 from g4sim.analytic.quant import KVDtype, get_kv_dtype, get_quant
@@ -40,19 +40,26 @@ class MemoryTerm:
 class MemoryBreakdown:
     terms: tuple[MemoryTerm, ...]
 
+    @cached_property  # breakdowns are cached and read many times: sum them once (cached_property skips the frozen setattr)
+    def _sums(self) -> dict[Location | None, dict[str, int]]:
+        """Per location (None = everywhere): bytes per category, plus the total under key ""."""
+        out: dict[Location | None, dict[str, int]] = {
+            where: dict.fromkeys([*(c.value for c in CATEGORIES), ""], 0) for where in (None, *Location)}
+        for t in self.terms:
+            cat = t.component.category.value
+            for where in (None, t.location):
+                out[where][cat] += t.bytes
+                out[where][""] += t.bytes
+        return out
+
     def total(self, location: Location | None = Location.ACCELERATOR) -> int:
         """Bytes at ``location`` (None = everywhere)."""
-        location = None if location is None else Location(location)
-        return sum(t.bytes for t in self.terms if location is None or t.location is location)
+        return self._sums[None if location is None else Location(location)][""]
 
     def by_category(self, location: Location | None = Location.ACCELERATOR) -> dict[str, int]:
         """Bytes per category (keys are the categories' JSON names)."""
-        location = None if location is None else Location(location)
-        out = {c.value: 0 for c in CATEGORIES}
-        for t in self.terms:
-            if location is None or t.location is location:
-                out[t.category.value] += t.bytes
-        return out
+        sums = self._sums[None if location is None else Location(location)]
+        return {c.value: sums[c.value] for c in CATEGORIES}
 
     def terms_in(self, category: Category) -> tuple[MemoryTerm, ...]:
         return tuple(t for t in self.terms if t.category is category)

@@ -14,6 +14,11 @@ from g4sim.spec import ModelSpec, TextSpec
 
 
 def text_tensors(t: TextSpec) -> list[Tensor]:
+    return list(_text_tensors(t))
+
+
+@lru_cache(maxsize=256)  # every weight format prices the same tensors: list them once per spec
+def _text_tensors(t: TextSpec) -> tuple[Tensor, ...]:
     h, out = t.hidden_size, []
     out.append(Tensor("token_embedding", "token_embd", t.vocab_size, h))
     if t.has_ple:
@@ -48,7 +53,7 @@ def text_tensors(t: TextSpec) -> list[Tensor]:
     out.append(Tensor("norms", "norm", 1, h))
     if not t.tie_word_embeddings:
         out.append(Tensor("lm_head", "token_embd", t.vocab_size, h))
-    return out
+    return tuple(out)
 
 
 def model_tensors(spec: ModelSpec, *, vision: bool = False, audio: bool = False) -> list[Tensor]:

@@ -54,7 +54,8 @@ def sweep(
                                 kv_dtype=resolve_kv_dtype(kv_dtype), engine=get_engine(name) if name else None,
                                 batch=batch, gpus=gpus, margin=resolve_margin(margin)), skipped)
     if skipped:
-        err.print(f"left out {len(skipped):,} combinations no engine can run as asked (e.g. {skipped[0]})")
+        err.print(f"left out {len(skipped):,} combinations no engine can run as asked, e.g. {skipped[0]} "
+                  "(`g4sim plan` says why for each)")
     if out_path:
         path = write_table(frame, Path(out_path))
         err.print(f"wrote {len(frame):,} rows to {path}")

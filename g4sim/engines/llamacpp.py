@@ -107,7 +107,7 @@ class LlamaCppEngine(Engine):
             raise EngineError(f"-ctv {self.cache_type_v!r}; valid: {', '.join(sorted(_CACHE_TYPE))}")
 
     def bind(self, w: Workload) -> LlamaCppEngine:
-        return replace(self, n_seq_max=w.batch)
+        return self if self.n_seq_max == w.batch else replace(self, n_seq_max=w.batch)
 
     def compatibility(self, w: Workload, device, gpus: int) -> str | None:
         reason = super().compatibility(w, device, gpus)
@@ -130,11 +130,7 @@ class LlamaCppEngine(Engine):
 
     def kv_layer_bytes(self, t: TextSpec, layer: int, ctx: int, k_type: str, v_type: str) -> tuple[int, int]:
         cells = self.kv_cells(t, layer, ctx)
-        k = get_kv_dtype(k_type).bytes_for(t.kv_heads(layer) * t.head_dim_of(layer))
-        v_width = t.kv_heads(layer) * t.head_dim_of(layer)
-        if not self.flash_attn:  # transposed V: rows padded to the widest V of any layer
-            v_width = max(t.kv_heads(i) * t.head_dim_of(i) for i in t.cache_layers)
-        v = get_kv_dtype(v_type).bytes_for(v_width)
+        k, v = cell_bytes(t, layer, k_type, v_type, self.flash_attn)
         return cells * k, cells * v
 
     def kv_terms(self, t: TextSpec, *, ctx: int, batch: int, kv_dtype: str) -> list[MemoryTerm]:
@@ -143,13 +139,12 @@ class LlamaCppEngine(Engine):
         if not self.flash_attn and get_kv_dtype(v_type).block > 1:
             raise EngineError(f"llama.cpp: a quantized V cache ({v_type}) requires flash attention (-fa on)")
         cells_ctx = ctx * batch if self.kv_unified else ctx
+        per_cell = _cell_bytes(t, kv_dtype, v_type, self.flash_attn)
         out = []
         for component, sliding in ((Component.KV_SLIDING, True), (Component.KV_FULL, False)):
             layers = [i for i in t.cache_layers if t.is_sliding(i) == sliding]
-            total = sum(sum(self.kv_layer_bytes(t, i, cells_ctx, kv_dtype, v_type)) for i in layers)
-            if not self.kv_unified:
-                total *= batch
-            cells = self.kv_cells(t, layers[0], cells_ctx) if layers else 0
+            cells = self.kv_cells(t, layers[0], cells_ctx) if layers else 0  # every layer of a kind keeps as many
+            total = cells * sum(per_cell[i] for i in layers) * (1 if self.kv_unified else batch)
             out.append(MemoryTerm(component, total, self._kv_location(),
                                   f"{len(layers)} layers x {cells} cells (n_ctx padded to 256"
                                   + ("; SWA = pad256(min(n_ctx, n_swa x seqs + n_ubatch))" if sliding and not self.swa_full else "")
@@ -252,6 +247,22 @@ class LlamaCppEngine(Engine):
         gpus = len(str(v["ts"]).split(",")) if "ts" in v else (None if v.get("sm") in ("layer", "row") else 1)
         return Parsed(cls(**settings), model_from_name(path), quant, kv, ctx or None, batch, gpus,
                       True if "mmproj" in v else None)
+
+
+def cell_bytes(t: TextSpec, layer: int, k_type: str, v_type: str, flash_attn: bool) -> tuple[int, int]:
+    """K and V bytes of one cell of ``layer``; without flash attention V is stored transposed and its
+    rows are padded to the widest V of any layer."""
+    k = get_kv_dtype(k_type).bytes_for(t.kv_heads(layer) * t.head_dim_of(layer))
+    v_width = t.kv_heads(layer) * t.head_dim_of(layer)
+    if not flash_attn:
+        v_width = max(t.kv_heads(i) * t.head_dim_of(i) for i in t.cache_layers)
+    return k, get_kv_dtype(v_type).bytes_for(v_width)
+
+
+@lru_cache(maxsize=512)
+def _cell_bytes(t: TextSpec, k_type: str, v_type: str, flash_attn: bool) -> dict[int, int]:
+    """K + V bytes of one cell of each cache layer."""
+    return {i: sum(cell_bytes(t, i, k_type, v_type, flash_attn)) for i in t.cache_layers}
 
 
 @lru_cache(maxsize=1024)  # searches and sweeps re-price the same file at many contexts

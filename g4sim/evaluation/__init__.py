@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 from g4sim.analytic.components import Category, Component, Location
@@ -55,7 +56,7 @@ class Margin:
         return self.bytes if self.bytes is not None else int(usable_bytes * self.fraction)
 
     def describe(self) -> str:
-        return f"{self.bytes / GiB:.2f} GiB" if self.bytes is not None else f"{self.fraction:.0%} of usable memory"
+        return f"{self.bytes / GiB:.2f} GiB" if self.bytes is not None else f"{self.fraction:.0%} of the budget"
 
 
 _MARGIN = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(%|gib|mib|gb|mb)?\s*$", re.I)
@@ -163,11 +164,27 @@ def check(req: Request) -> Engine:
 
 
 def fit(req: Request) -> Fit:
-    engine = check(req)
+    return _fit(req, check(req))
+
+
+def _fit(req: Request, engine: Engine) -> Fit:
     memory = engine.memory_per_gpu(req.workload, req.gpus, req.device.kind)
     needed = memory.total(Location.ACCELERATOR) + (memory.total(Location.HOST) if shares_ram(req.device) else 0)
     budget = req.budget_bytes()
     return Fit(req, memory, needed, budget, req.margin.of(budget))
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    """What a launch command depends on of a device: its kind and vendor (so commands can be cached)."""
+
+    kind: str
+    vendor: str
+
+
+@lru_cache(maxsize=65536)
+def _command(engine: Engine, w: Workload, gpus: int, device: DeviceKind) -> str:
+    return engine.launch_command(w, gpus, device)
 
 
 def host_profile_for(device: HardwareProfile) -> HardwareProfile:
@@ -179,14 +196,14 @@ def host_profile_for(device: HardwareProfile) -> HardwareProfile:
 
 def evaluate(req: Request) -> Evaluation:
     """Memory, budget, verdict, speed (for the layout) and the launch command of one deployment."""
-    f = fit(req)
-    engine = req.engine.bind(req.workload)
+    engine = check(req)
+    f = _fit(req, engine)
     host_weights = 0 if shares_ram(req.device) else sum(  # input tables are read a row per token: not streamed
         t.bytes for t in f.memory.terms if t.location is Location.HOST and t.category is Category.WEIGHTS
         and t.component not in (Component.TOKEN_EMBEDDING, Component.PLE_TABLE))
     speed = predict(engine, req.workload, req.device, req.gpus, host_weights,
                     host_profile_for(req.device) if host_weights else None)
-    command = engine.launch_command(req.workload, req.gpus, req.device) if f.loads else None
+    command = _command(engine, req.workload, req.gpus, DeviceKind(req.device.kind, req.device.vendor)) if f.loads else None
     return Evaluation(req, f.memory, f.needed_bytes, f.budget_bytes, f.margin_bytes, speed, command)
 
 
@@ -195,7 +212,7 @@ def clear_caches() -> None:
     from g4sim.engines import base, llamacpp, vllm
     from g4sim.evaluation import speed
 
-    for fn in (base._memory, llamacpp._weight_terms, vllm._cell_bytes, speed.work):
+    for fn in (base._memory, llamacpp._weight_terms, llamacpp._cell_bytes, vllm._cell_bytes, speed.work, _command):
         fn.cache_clear()
 
 

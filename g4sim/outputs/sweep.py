@@ -62,6 +62,7 @@ def requests(axes: SweepAxes):
     """Every request of the cross product that an engine can run; yields (request or None, skipped reason)."""
     profiles = load_profiles()
     devices = [profiles[d] for d in (axes.devices or tuple(profiles))]
+    chosen: dict[tuple, tuple[Engine | None, str]] = {}  # auto's pick depends on the formats, not the context
     for model in axes.models:
         spec = VARIANTS[model]
         for quant in axes.quants:
@@ -71,10 +72,15 @@ def requests(axes: SweepAxes):
                 w = Workload(spec, ctx, axes.batch, quant, axes.kv_dtype)
                 for dev in devices:
                     if axes.engine is None:
-                        try:
-                            engine, why = choose(w, dev, axes.gpus)
-                        except EngineError as exc:
-                            yield None, str(exc)
+                        key = (model, quant, axes.kv_dtype, axes.batch, dev.name)
+                        if key not in chosen:
+                            try:
+                                chosen[key] = choose(w, dev, axes.gpus)
+                            except EngineError as exc:
+                                chosen[key] = (None, f"{model} {quant} on {dev.name}")
+                        engine, why = chosen[key]
+                        if engine is None:
+                            yield None, why
                             continue
                     else:
                         engine, why = axes.engine, ""
@@ -93,9 +99,9 @@ def sweep(axes: SweepAxes, skipped: list[str] | None = None):
             continue
         try:
             rows.append(row(evaluate(req)))
-        except Incompatible as exc:
+        except Incompatible:
             if skipped is not None:
-                skipped.append(str(exc))
+                skipped.append(f"{req.spec.name} {req.workload.quant} on {req.device.name} ({req.engine.name})")
     return pd.DataFrame(rows)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from g4sim.analytic.quant import QUANT_FORMATS, get_kv_dtype, get_quant
 from g4sim.engines import ENGINES, Engine, EngineError
 from g4sim.engines.auto import choose
-from g4sim.evaluation import Evaluation, Incompatible, Request, Verdict, evaluate, fit, shares_ram
+from g4sim.evaluation import Evaluation, Incompatible, Request, Verdict, evaluate, fit, host_profile_for, shares_ram
 
 RANKED_BY = "fits with the margin before tight; then least quality loss (weights, then KV); then fastest decode; then fewest GPUs"
 _KV_LOSS = {"fp32": 0, "bf16": 0, "fp16": 0, "fp8": 1, "q8_0": 1, "q4_0": 2}
@@ -96,7 +96,8 @@ def smaller_format(req: Request) -> list[Layout]:
 
 
 def host_offload(req: Request) -> Layout | None:
-    """The fewest experts (--n-cpu-moe) or layers (-ngl) kept in host memory that make it fit safely."""
+    """The fewest experts (--n-cpu-moe) or layers (-ngl) kept in host memory that make it fit safely,
+    as long as what stays on the host fits the host's own RAM (the ``desktop-ddr5`` profile)."""
     if shares_ram(req.device) or req.gpus != 1:
         return None
     t = req.spec.text
@@ -106,9 +107,12 @@ def host_offload(req: Request) -> Layout | None:
             continue
         knob = "n_cpu_moe" if t.enable_moe_block else "n_gpu_layers"
         values = range(1, t.num_layers + 1) if knob == "n_cpu_moe" else range(t.num_layers, -1, -1)
+        host_ram = host_profile_for(req.device).usable_bytes(True)  # the desktop around the GPU
         for value in values:
             engine = base.with_settings({knob: value})
             layout = _try(req, "", engine, 1)
+            if layout is not None and layout.evaluation.host_bytes > host_ram:
+                break  # keeping more on the host only needs more host RAM than the desktop has
             if layout is not None and layout.evaluation.safe:
                 flag = next(o.flags[0] for o in engine.options if o.field == knob)
                 return replace(layout, name=f"1 x {req.device.name}, {engine.name} with host offload ({flag} {value})")
