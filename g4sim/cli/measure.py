@@ -152,4 +152,6 @@ def calibrate(
                       f"decode {v['decode_bandwidth']:.3f} of bandwidth ({v['rows']} rows)")
     if write:
         path = write_back(device, fitted, calibration_note(fitted, git_commit()[0]))
-        console.print(f"wrote {path}")
+        from g4sim.cli.app import err
+
+        err.print(f"wrote {path}")
