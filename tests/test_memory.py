@@ -129,3 +129,13 @@ def test_unknown_names_raise():
         estimate_memory(spec, ctx=10, engine="tgi")
     with pytest.raises(ValueError):
         estimate_memory(spec, ctx=0)
+
+
+def test_towers_stay_16_bit_in_every_format():
+    """llama.cpp ships the towers as a separate F16 mmproj file; vLLM and the others keep them 16-bit."""
+    from g4sim.analytic.params import vision_params
+
+    spec = get_variant("26b-a4b")
+    expected = (vision_params(spec.vision) + spec.vision.hidden_size * spec.text.hidden_size) * 2
+    for quant in ("bf16", "q4_k_m", "q2_k", "int4-g128", "nvfp4"):
+        assert weight_bytes_by_component(spec, quant, vision=True)["vision_tower"] == expected, quant

@@ -1,22 +1,37 @@
 """Weight and KV-cache storage formats: bytes per tensor, and which tensors keep higher precision.
 
 GGML block sizes and type sizes come from the ``gguf`` package (``GGML_QUANT_SIZES``), never typed in.
-The GGUF "mixes" (Q4_K_M, Q5_K_M, Q4_K_S, Q3_K_M, Q2_K, IQ4_XS) choose a type per tensor the way
-llama.cpp's quantizer does — ``src/llama-quant.cpp``, ``llama_tensor_get_type_impl`` (ggml-org/llama.cpp):
+The GGUF formats choose a type per tensor the way llama.cpp's quantizer does when it quantizes a
+converted (F16, norms F32) checkpoint without an importance matrix -- ``src/llama-quant.cpp``
+(ggml-org/llama.cpp@0c1e57098, vendored by llama-cpp-python 0.3.36), ``tensor_allows_quantization``,
+``llama_tensor_get_type_impl`` and ``tensor_type_fallback``:
 
-* tied token embedding = output tensor -> Q6_K (Q8_0 stays Q8_0);
-* ``attn_v``: Q4_K_M/Q5_K_M -> Q6_K on ``use_more_bits`` layers; Q4_K_S -> Q5_K on the first 4;
-  Q3_K_M -> Q5_K on the first 2 else Q4_K; Q2_K -> Q4_K when n_gqa >= 4 else Q3_K; IQ4_XS -> Q5_K when n_gqa >= 4;
-* ``ffn_down``: Q4_K_M/Q5_K_M -> Q6_K on ``use_more_bits``; Q4_K_S and IQ4_XS -> Q5_K on the first n/8;
-  Q3_K_M -> Q5_K on the first n/16 else Q4_K; Q2_K -> Q3_K;
+* never quantized, so they keep the converted file's type: 1-D tensors (norms, ``*.scale``,
+  ``rope_freqs``, ``layer_output_scale``) and the MoE router ``ffn_gate_inp`` stay F32
+  (``ggml_n_dims(tensor) < 2``, ``ffn_gate_inp.weight``); ``per_layer_model_proj`` stays F16
+  ("these are not too big so keep them as it is");
+* tied embeddings: ``token_embd`` *and* ``per_layer_token_embd`` (both match
+  ``tensor_name_match_token_embd``, category TOKEN_EMBD) are quantized as the output tensor while no
+  ``output.weight`` exists (``has_tied_embeddings``): Q8_0 if the row is not whole blocks of the
+  default type, else Q6_K unless the default is Q8_0; an untied ``output.weight`` always takes that
+  rule and the untied ``token_embd`` the default type;
+* ``attn_v`` (counter ``i_attention_wv`` over the attn_v tensors, sorted by layer): Q4_K_M/Q5_K_M ->
+  Q6_K on ``use_more_bits(i, n_attention_wv)``; Q4_K_S -> Q5_K for i < 4; Q3_K_M -> Q5_K for i < 2 else
+  Q4_K; Q2_K -> Q4_K when n_gqa >= 4 else Q3_K; IQ4_XS -> Q5_K when n_gqa >= 4;
+* ``ffn_down``: ``layer_info`` gives (layer, n_layer) with n_layer = ``n_ffn_down`` =
+  ``hparams.n_layer_all`` -- the number of layers, not of ffn_down tensors -- and the layer is the
+  counter ``i_ffn_down`` (dense models: one ffn_down per layer) or, with experts, parsed from the
+  name ``blk.N.``, so a MoE layer's dense ``ffn_down`` and ``ffn_down_exps`` share its layer.
+  Q4_K_M/Q5_K_M -> Q6_K on ``use_more_bits(layer, n_layer)``; Q4_K_S and IQ4_XS -> Q5_K for
+  layer < n_layer/8; Q3_K_M -> Q5_K for layer < n_layer/16 else Q4_K; Q2_K -> Q3_K;
 * ``attn_output``: Q2_K -> Q3_K, Q3_K_M -> Q4_K (models with other than 8 experts);
-* a row length not divisible by the block size falls back (Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0,
-  Q2_K/Q3_K->Q4_0, IQ4_XS->IQ4_NL): Gemma 4's 2112- and 704-wide FFNs hit this;
-* 1-D tensors (norms, scales) and the MoE router (``ffn_gate_inp``) are never quantized: F32.
-Simplification: the llama.cpp tensor counters (i_attention_wv, i_ffn_down) run over tensors in file
-order; we index them by layer (for MoE, llama.cpp parses the layer from the name but counts both the
-dense and the expert ``ffn_down`` in n, which we reproduce). The PLE table is quantized with the
-default type (it is a 2-D token table like token_embd).
+* a row length not divisible by the chosen type's block falls back (Q4_K->Q5_0, Q5_K->Q5_1,
+  Q6_K->Q8_0, Q2_K/Q3_K->Q4_0, IQ4_XS->IQ4_NL; F16 if that still does not fit): Gemma 4's 2112- and
+  704-wide FFNs hit this.
+Every figure is checked against llama.cpp's own dry-run quantizer on header-only full-depth files of
+all four variants (scripts/llamacpp_quantize_check.py, tests/test_llamacpp_quantize.py).  A GGUF
+file also stores tensors that are not model parameters (``Tensor.parameter`` False: ``rope_freqs``,
+``layer_output_scale``); they cost bytes in GGUF formats only.
 
 Non-GGUF formats follow the common engine practice (vLLM / torchao / ModelOpt): only Linear weights
 are quantized; embeddings, PLE table, norms and router stay bf16; towers stay bf16.
@@ -49,12 +64,16 @@ class Tensor:
     """One weight tensor as the formats see it: a matrix of ``rows`` x ``cols`` (cols = input dim)."""
 
     component: str
-    kind: str  # token_embd, ple_table, attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down, router, norm, other
+    # token_embd (incl. an untied lm_head), ple_table, attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up,
+    # ffn_down, router, norm (any 1-D vector: norms, scales, rope factors), other
+    kind: str
     rows: int
     cols: int
     layer: int = -1
     count: int = 1  # identical tensors (e.g. experts stacked)
     ordinal: int = -1  # position among the file's tensors of the same kind (llama.cpp's i_attention_wv)
+    name: str = ""  # the tensor's name in a GGUF file (tensors.gguf_name); "" when a text GGUF has none
+    parameter: bool = True  # False: stored by GGUF files only (rope_freqs, layer_output_scale)
 
     @property
     def numel(self) -> int:
@@ -65,11 +84,16 @@ class Tensor:
 class QuantContext:
     """Facts about the whole model that per-tensor choices depend on (llama.cpp counters)."""
 
-    n_layers: int
+    n_layers: int  # llama.cpp's n_ffn_down (hparams.n_layer_all)
     n_attn_v: int  # number of attn_v tensors in the file
-    n_ffn_down: int  # number of ffn_down tensors (dense + experts)
+    n_ffn_down: int  # number of ffn_down tensors (dense + experts); llama.cpp's rule does not use it
     n_gqa: int  # query heads per KV head on layer 0
     n_expert: int
+    tied_embeddings: bool = True  # no output.weight: token tables are quantized as the output tensor
+
+
+# tensor_allows_quantization: 2-D tensors that are never quantized keep the converted file's F16
+_KEPT_AS_CONVERTED = ("per_layer_model_proj",)
 
 
 def _use_more_bits(i: int, n: int) -> bool:
@@ -77,6 +101,7 @@ def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
+# llama-quant.cpp tensor_type_fallback
 _FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "Q2_K": "Q4_0", "Q3_K": "Q4_0", "IQ4_XS": "IQ4_NL"}
 
 
@@ -98,6 +123,8 @@ class QuantFormat:
     def tensor_bytes(self, t: Tensor, ctx: QuantContext) -> int:
         if self.family == "gguf":
             return self._gguf_bytes(t, ctx)
+        if not t.parameter:
+            return 0  # only GGUF files store it
         if t.kind in ("norm", "router", "token_embd", "ple_table", "other") or self.linear_bits >= 16:
             return t.numel * self.high_precision_bytes
         payload = Fraction(t.numel) * self.linear_bits / 8
@@ -108,16 +135,22 @@ class QuantFormat:
         return int(payload + groups * self.scale_bytes_per_group)
 
     def gguf_type(self, t: Tensor, ctx: QuantContext) -> str:
-        """The GGML type llama.cpp's quantizer picks for ``t`` under this ftype."""
-        if t.kind in ("norm", "router"):
+        """The GGML type llama.cpp's quantizer picks for ``t`` under this ftype (no imatrix)."""
+        if t.kind in ("norm", "router"):  # 1-D tensors and ffn_gate_inp: F32 in the file, never quantized
             return "F32"
+        if any(k in t.name for k in _KEPT_AS_CONVERTED):
+            return "F16"
+        if t.component in ("vision_tower", "audio_tower"):  # the towers ship as a separate F16 mmproj file
+            return "F16"
         ftype, base = self.name, self.ggml_default
         new = base
-        if t.kind == "token_embd":  # tied embeddings are quantized as the output tensor
-            new = "Q8_0" if base == "Q8_0" else ("Q6_K" if t.cols % 256 == 0 else "Q8_0")
-            return new
-        i, n = t.layer, ctx.n_layers
-        if t.kind == "attn_v":
+        if t.kind in ("token_embd", "ple_table"):
+            if t.component == "lm_head" or ctx.tied_embeddings:  # quantized as the output tensor
+                if t.cols % GGML_QUANT_SIZES[GGML[base]][0] or base == "Q8_0":
+                    new = "Q8_0"
+                else:
+                    new = "Q6_K"
+        elif t.kind == "attn_v":
             i, n = t.ordinal, ctx.n_attn_v
             if ftype == "q2_k":
                 new = "Q4_K" if ctx.n_gqa >= 4 else "Q3_K"
@@ -130,7 +163,7 @@ class QuantFormat:
             elif ftype == "q4_k_s" and i < 4:
                 new = "Q5_K"
         elif t.kind == "ffn_down":
-            n = ctx.n_ffn_down if ctx.n_expert > 1 else ctx.n_layers
+            i, n = t.layer, ctx.n_layers  # layers, not tensors: dense and expert ffn_down share a layer
             if ftype == "q2_k":
                 new = "Q3_K"
             elif ftype == "q3_k_m":
@@ -143,7 +176,7 @@ class QuantFormat:
             new = {"q2_k": "Q3_K", "q3_k_m": "Q4_K"}.get(ftype, new)
         block = GGML_QUANT_SIZES[GGML[new]][0]
         if t.cols % block:
-            new = _FALLBACK.get(new, "F16")
+            new = _FALLBACK.get(new, new)
             if t.cols % GGML_QUANT_SIZES[GGML[new]][0]:
                 new = "F16"
         return new
