@@ -347,6 +347,6 @@ def get_profile(name: str) -> HardwareProfile:
 def parse_gpu_spec(text: str) -> tuple[HardwareProfile, int]:
     """'h100-sxm:8' -> (profile, 8); 'rtx4090' -> (profile, 1)."""
     name, _, count = text.partition(":")
-    if count and (not count.isdigit() or int(count) < 1):
-        raise ProfileError(f"GPU count {count!r} in {text!r} must be a positive integer")
+    if count and (not count.isdigit() or not 1 <= int(count) <= 64):
+        raise ProfileError(f"GPU count {count!r} in {text!r} must be a whole number in 1..64")
     return get_profile(name), int(count or 1)

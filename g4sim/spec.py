@@ -13,6 +13,7 @@ table ``_VARIANTS`` in ``convert_gemma4_weights.py``.  No torch import here.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -321,47 +322,120 @@ _TEXT_DEFAULTS: dict[str, Any] = {  # Gemma4TextConfig defaults (configuration_g
 def _rope(params: dict[str, Any] | None, default: RopeSpec) -> RopeSpec:
     if not params:
         return default
+    if not isinstance(params, dict):
+        raise SpecError(f"config key rope_parameters entries must be objects, got {params!r}")
+    values = {"rope_theta": params.get("rope_theta", default.theta),
+              "partial_rotary_factor": params.get("partial_rotary_factor", 1.0)}
     return RopeSpec(
-        theta=float(params.get("rope_theta", default.theta)),
-        partial_rotary_factor=float(params.get("partial_rotary_factor", 1.0)),
+        theta=_float(values, "rope_theta"),
+        partial_rotary_factor=_float(values, "partial_rotary_factor", hi=1.0),
         rope_type=str(params.get("rope_type", default.rope_type)),
     )
 
 
+# Keys a config.json must state (transformers writes all of them; a hand-written file that leaves one
+# out would otherwise take a reference default — hidden_size_per_layer_input=256 alone adds a
+# multi-GiB per-layer-embedding table).  Bounds: what g4sim can plan, with room above Gemma 4's
+# largest variant (60 layers, hidden 5376), and small enough that a plan stays well under a second.
+_REQUIRED_TEXT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                       "intermediate_size", "vocab_size", "hidden_size_per_layer_input")
+MAX_LAYERS = 512
+_BOUNDS: dict[str, tuple[int, int]] = {  # config key -> [lo, hi]
+    "hidden_size": (1, 65_536), "num_hidden_layers": (1, MAX_LAYERS), "num_attention_heads": (1, 1024),
+    "num_key_value_heads": (1, 1024), "num_global_key_value_heads": (1, 1024), "head_dim": (1, 4096),
+    "global_head_dim": (1, 4096), "intermediate_size": (1, 1_048_576), "vocab_size": (1, 4_194_304),
+    "vocab_size_per_layer_input": (1, 4_194_304), "hidden_size_per_layer_input": (0, 65_536),
+    "sliding_window": (1, 16_777_216), "max_position_embeddings": (1, 16_777_216), "num_kv_shared_layers": (0, 511),
+    "num_experts": (1, 4096), "top_k_experts": (1, 4096), "moe_intermediate_size": (1, 1_048_576),
+}
+
+
+def _int(c: dict[str, Any], key: str) -> int:
+    """``c[key]`` as a bounded integer; a float with a fraction, a bool or a string is refused by name."""
+    value = c[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
+        raise SpecError(f"config key {key} = {value!r} must be a whole number")
+    lo, hi = _BOUNDS[key]
+    if not lo <= value <= hi:
+        raise SpecError(f"config key {key} = {int(value):,} is out of range; g4sim plans {lo:,}..{hi:,}")
+    return int(value)
+
+
+def _bool(c: dict[str, Any], key: str) -> bool:
+    value = c[key]
+    if not isinstance(value, bool):
+        raise SpecError(f"config key {key} = {value!r} must be true or false")
+    return value
+
+
+def _float(c: dict[str, Any], key: str, *, optional: bool = False, lo: float = 0.0, hi: float = 1e12) -> float | None:
+    value = c.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not lo < value <= hi:
+        raise SpecError(f"config key {key} = {value!r} must be a number in ({lo:g}, {hi:g}]"
+                        + (" or null" if optional else ""))
+    return float(value)
+
+
 def text_spec_from_config(cfg: dict[str, Any]) -> TextSpec:
-    """A TextSpec from a ``Gemma4TextConfig``-shaped dict (missing keys take the reference defaults)."""
+    """A TextSpec from a ``Gemma4TextConfig``-shaped dict.
+
+    The keys in ``_REQUIRED_TEXT_KEYS`` must be present; other missing keys take the reference
+    defaults (configuration_gemma4.py).  Every size is bounded (``_BOUNDS``); a bad value is a
+    one-line SpecError naming the key and what is accepted.
+    """
+    if not isinstance(cfg, dict):
+        raise SpecError(f"the text config must be a JSON object, got {type(cfg).__name__}")
+    missing = [k for k in _REQUIRED_TEXT_KEYS if k not in cfg]
+    if missing:
+        raise SpecError(f"config is missing {', '.join(missing)} (a Gemma 4 config.json states them; "
+                        "hidden_size_per_layer_input is 0 for variants without per-layer embeddings)")
     c = {**_TEXT_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None or k == "num_global_key_value_heads"}}
-    n = int(c["num_hidden_layers"])
+    n = _int(c, "num_hidden_layers")
     layer_types = c.get("layer_types") or [SLIDING if (i + 1) % 6 else FULL for i in range(n)]
+    if not isinstance(layer_types, list) or not all(isinstance(x, str) for x in layer_types):
+        raise SpecError(f"config key layer_types must be a list of {SLIDING!r} / {FULL!r}")
     layer_types = list(layer_types)
     if layer_types and layer_types[-1] != FULL:  # the reference forces the last layer to full attention
         layer_types[-1] = FULL
     rope = c.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise SpecError("config key rope_parameters must be an object")
     # Newer transformers serialise the full-layer overrides as per_layer_config
     # ({"5": {"head_dim": 512, "num_key_value_heads": 2}, ...}) instead of global_* keys.
-    for idx, override in (c.get("per_layer_config") or {}).items():
+    per_layer = c.get("per_layer_config") or {}
+    if not isinstance(per_layer, dict):
+        raise SpecError("config key per_layer_config must be an object")
+    for idx, override in per_layer.items():
+        if not str(idx).isdigit() or not isinstance(override, dict):
+            raise SpecError(f"config key per_layer_config: entry {idx!r} must map a layer number to an object")
         if int(idx) < len(layer_types) and layer_types[int(idx)] == FULL:
             c["global_head_dim"] = override.get("head_dim", c["global_head_dim"])
             if "num_key_value_heads" in override:
                 c["num_global_key_value_heads"] = override["num_key_value_heads"]
     if c.get("use_bidirectional_attention") == "all":
         raise SpecError("use_bidirectional_attention='all' (encoder-style Gemma 4) is not a decoder g4sim can plan")
+    moe = _bool(c, "enable_moe_block")
+    optional = lambda key: _int(c, key) if c[key] else 0  # noqa: E731 — absent / null / 0 mean "not used"
     try:
-        return TextSpec(
-            hidden_size=int(c["hidden_size"]), num_layers=n, layer_types=tuple(layer_types),
-            sliding_window=int(c["sliding_window"]), num_heads=int(c["num_attention_heads"]),
-            num_kv_heads=int(c["num_key_value_heads"]),
-            num_global_kv_heads=int(c["num_global_key_value_heads"]) if c["num_global_key_value_heads"] else None,
-            head_dim=int(c["head_dim"]), global_head_dim=int(c["global_head_dim"]),
-            attention_k_eq_v=bool(c["attention_k_eq_v"]), num_kv_shared_layers=int(c["num_kv_shared_layers"]),
-            intermediate_size=int(c["intermediate_size"]), use_double_wide_mlp=bool(c["use_double_wide_mlp"]),
-            vocab_size=int(c["vocab_size"]), hidden_size_per_layer_input=int(c["hidden_size_per_layer_input"] or 0),
-            vocab_size_per_layer_input=int(c["vocab_size_per_layer_input"]),
-            enable_moe_block=bool(c["enable_moe_block"]), num_experts=int(c["num_experts"] or 0),
-            top_k_experts=int(c["top_k_experts"] or 0), moe_intermediate_size=int(c["moe_intermediate_size"] or 0),
-            max_position_embeddings=int(c["max_position_embeddings"]),
-            final_logit_softcapping=c["final_logit_softcapping"], rms_norm_eps=float(c["rms_norm_eps"]),
-            tie_word_embeddings=bool(c["tie_word_embeddings"]), attention_bias=bool(c["attention_bias"]),
+        spec = TextSpec(
+            hidden_size=_int(c, "hidden_size"), num_layers=n, layer_types=tuple(layer_types),
+            sliding_window=_int(c, "sliding_window"), num_heads=_int(c, "num_attention_heads"),
+            num_kv_heads=_int(c, "num_key_value_heads"),
+            num_global_kv_heads=_int(c, "num_global_key_value_heads") if c["num_global_key_value_heads"] else None,
+            head_dim=_int(c, "head_dim"), global_head_dim=_int(c, "global_head_dim"),
+            attention_k_eq_v=_bool(c, "attention_k_eq_v"), num_kv_shared_layers=_int(c, "num_kv_shared_layers"),
+            intermediate_size=_int(c, "intermediate_size"), use_double_wide_mlp=_bool(c, "use_double_wide_mlp"),
+            vocab_size=_int(c, "vocab_size"), hidden_size_per_layer_input=optional("hidden_size_per_layer_input"),
+            vocab_size_per_layer_input=_int(c, "vocab_size_per_layer_input"),
+            enable_moe_block=moe, num_experts=_int(c, "num_experts") if moe else optional("num_experts"),
+            top_k_experts=_int(c, "top_k_experts") if moe else optional("top_k_experts"),
+            moe_intermediate_size=_int(c, "moe_intermediate_size") if moe else optional("moe_intermediate_size"),
+            max_position_embeddings=_int(c, "max_position_embeddings"),
+            final_logit_softcapping=_float(c, "final_logit_softcapping", optional=True),
+            rms_norm_eps=_float(c, "rms_norm_eps", hi=1.0),
+            tie_word_embeddings=_bool(c, "tie_word_embeddings"), attention_bias=_bool(c, "attention_bias"),
             hidden_activation=str(c["hidden_activation"]),
             rope_sliding=_rope(rope.get(SLIDING), TextSpec.rope_sliding),
             rope_full=_rope(rope.get(FULL), TextSpec.rope_full),
@@ -370,9 +444,27 @@ def text_spec_from_config(cfg: dict[str, Any]) -> TextSpec:
         if isinstance(exc, SpecError):
             raise
         raise SpecError(f"bad text config value: {exc}") from exc
+    if spec.enable_moe_block and spec.top_k_experts > spec.num_experts:
+        raise SpecError(f"config key top_k_experts = {spec.top_k_experts} is more than num_experts = {spec.num_experts}")
+    return spec
+
+
+def _positive_ints(kind: str, cfg: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value != int(value) or not 1 <= value <= 1 << 20):
+            raise SpecError(f"{kind} config key {key} = {value!r} must be a whole number in 1..{1 << 20:,}")
 
 
 def _vision_from_config(cfg: dict[str, Any]) -> VisionSpec:
+    if not isinstance(cfg, dict):
+        raise SpecError("vision_config must be a JSON object")
+    _positive_ints("vision", cfg, ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                   "num_key_value_heads", "head_dim", "patch_size", "pooling_kernel_size",
+                                   "position_embedding_size", "default_output_length"))
     return VisionSpec(
         hidden_size=int(cfg.get("hidden_size", 768)), intermediate_size=int(cfg.get("intermediate_size", 3072)),
         num_layers=int(cfg.get("num_hidden_layers", 16)), num_heads=int(cfg.get("num_attention_heads", 12)),
@@ -387,6 +479,10 @@ def _vision_from_config(cfg: dict[str, Any]) -> VisionSpec:
 
 
 def _audio_from_config(cfg: dict[str, Any]) -> AudioSpec:
+    if not isinstance(cfg, dict):
+        raise SpecError("audio_config must be a JSON object")
+    _positive_ints("audio", cfg, ("hidden_size", "num_hidden_layers", "num_attention_heads", "conv_kernel_size",
+                                  "attention_chunk_size", "output_proj_dims"))
     d = AudioSpec()
     return AudioSpec(
         hidden_size=int(cfg.get("hidden_size", d.hidden_size)), num_layers=int(cfg.get("num_hidden_layers", d.num_layers)),
@@ -408,11 +504,13 @@ def spec_from_config(cfg: dict[str, Any], name: str = "custom") -> ModelSpec:
     if model_type not in (None, "gemma4", "gemma4_text"):
         raise SpecError(f"model_type {model_type!r} is not Gemma 4; valid: 'gemma4', 'gemma4_text'")
     if "text_config" in cfg:
+        if not isinstance(cfg["text_config"], dict):
+            raise SpecError("text_config must be a JSON object")
         vision = cfg.get("vision_config")
         audio = cfg.get("audio_config")
         return ModelSpec(
             name=name,
-            text=text_spec_from_config(cfg["text_config"] or {}),
+            text=text_spec_from_config(cfg["text_config"]),
             vision=_vision_from_config(vision) if vision else None,
             audio=_audio_from_config(audio) if audio else None,
             vision_soft_tokens_per_image=int(cfg.get("vision_soft_tokens_per_image", 280)),
@@ -432,6 +530,8 @@ def load_config(path: str | Path) -> ModelSpec:
         cfg = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise SpecError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{p}: cannot read it ({exc.__class__.__name__})") from exc
     if not isinstance(cfg, dict):
         raise SpecError(f"{p}: expected a JSON object")
     return spec_from_config(cfg, name=p.parent.name or p.stem)

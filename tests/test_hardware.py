@@ -102,7 +102,7 @@ def test_aliases_and_gpu_counts():
     assert get_profile("4090").name == "rtx4090"
     prof, n = parse_gpu_spec("h100-sxm:8")
     assert (prof.name, n) == ("h100-sxm", 8)
-    with pytest.raises(ProfileError, match="positive integer"):
+    with pytest.raises(ProfileError, match="whole number in 1..64"):
         parse_gpu_spec("h100-sxm:0")
 
 

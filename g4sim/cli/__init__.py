@@ -45,6 +45,9 @@ def error_table() -> list[tuple[tuple[type[BaseException], ...], Callable[[BaseE
         ((UserError, EngineError, ProfileError, ScenarioError, SpecError, UnitError), str, 2),
         (click["UsageError"], lambda exc: " ".join(exc.format_message().split()), 2),
         (click["Abort"] + (KeyboardInterrupt,), lambda exc: "aborted", 130),
+        # a file that vanished or filled the disk between the up-front check and the write
+        ((OSError,), lambda exc: f"cannot read or write {getattr(exc, 'filename', None) or 'a file'}: "
+                                 f"{exc.strerror or exc.__class__.__name__}", 2),
     ]
 
 

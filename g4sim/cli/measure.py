@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from g4sim.cli.app import app, out as console
-from g4sim.cli.resolve import resolve_device, resolve_spec
+from g4sim.cli.resolve import output_path, resolve_device, resolve_spec, resolve_torch_device
 from g4sim.errors import UserError, unknown_choice
 
 @app.command()
@@ -30,6 +30,7 @@ def generate(
         raise UserError(f"--prompt-ids {prompt_ids!r} must be comma-separated integers") from None
     if not ids:
         raise UserError("--prompt-ids is empty")
+    device = resolve_torch_device(device)
     import torch
 
     from g4sim.model import CheckpointError, Gemma4ForCausalLM
@@ -82,10 +83,11 @@ def profile(
         raise unknown_choice("profiling weight format", quant, QUANTS)
     if layers and layers > spec.text.num_layers:
         raise UserError(f"--layers {layers} is more than {spec.name}'s {spec.text.num_layers} layers")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise unknown_choice("device", device, ("cpu", "cuda"))
+    device = resolve_torch_device(device)
     if profile_name is None:
-        profile_name = "ci-cpu-2core" if device == "cpu" else "h100-sxm"
+        if device != "cpu":  # which GPU this is, g4sim does not guess: a row filed under another device is not data
+            raise UserError(f"--device {device}: name the GPU's hardware profile with --device-profile (see `g4sim gpus`)")
+        profile_name = "ci-cpu-2core"
     resolve_device(profile_name)
     run = ProfileRun(model=spec.name, contexts=contexts, dtype=dtype, device=device, layers=layers, quant=quant,
                      batch=batch, decode_steps=decode_steps, chunk=chunk, checkpoint=checkpoint, store=store,
@@ -106,6 +108,7 @@ def validate(
     from g4sim.measure.validate import summary
     from g4sim.measure.validate import validate as run_validate
 
+    report_path = output_path(report, "--report", (".html", ".htm")) if report else None
     checks = run_validate(Path(store) if store else None)
     if not checks:
         raise UserError(f"no measurements in {store or 'reports/measurements'}; run `g4sim profile` first")
@@ -115,9 +118,7 @@ def validate(
         from g4sim.cli.app import err
         from g4sim.outputs.report import validation_html, write_html
 
-        if Path(report).suffix.lower() not in (".html", ".htm"):
-            raise UserError(f"--report {report!r}: the validation report is HTML; give a .html file")
-        err.print(f"wrote {write_html(validation_html(checks, rows), Path(report))}")
+        err.print(f"wrote {write_html(validation_html(checks, rows), report_path)}")
     if as_json:
         typer.echo(json.dumps({"summary": rows, "checks": [
             {"config": c.config, "figure": c.figure, "predicted": c.predicted, "measured": c.measured,

@@ -30,6 +30,10 @@ def resolve_context(text: str, spec, allow_beyond_max: bool) -> int:
         ctx = parse_context(text)
     except UnitError as exc:
         raise UserError(str(exc)) from exc
+    from g4sim.plan.search import BEYOND_MAX_CAP
+
+    if ctx > BEYOND_MAX_CAP:
+        raise UserError(f"context {text} ({ctx:,} tokens) is beyond {BEYOND_MAX_CAP:,} tokens, the most g4sim plans")
     if ctx > spec.max_context and not allow_beyond_max:
         raise UserError(f"context {text} ({ctx:,} tokens) is beyond {spec.name}'s maximum of "
                         f"{format_context(spec.max_context)} ({spec.max_context:,}); pass --allow-beyond-max to plan it anyway")
@@ -99,3 +103,47 @@ def resolve_margin(text: str):
 
 def split_list(text: str | None) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip()) if text else ()
+
+
+def resolve_torch_device(text: str) -> str:
+    """cpu, cuda or cuda:N — and only a device that is there (checked before any work starts)."""
+    import re
+
+    if text == "cpu":
+        return text
+    if text != "cuda" and not re.fullmatch(r"cuda:\d+", text):
+        raise unknown_choice("device", text, ("cpu", "cuda", "cuda:N"))
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {text}: this machine has no CUDA device (torch {torch.__version__}); valid here: cpu")
+    index = int(text.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise UserError(f"--device {text}: there are {torch.cuda.device_count()} CUDA devices (cuda:0.."
+                        f"cuda:{torch.cuda.device_count() - 1})")
+    return text
+
+
+def output_path(text: str, option: str, suffixes: tuple[str, ...]) -> "Path":
+    """A file g4sim may write: the suffix it promises, and a folder it can write in — checked before work."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(text)
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"{option} {text!r}: give a file ending in {', '.join(suffixes)}")
+    if path.is_dir():
+        raise UserError(f"{option} {text!r} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists():  # the nearest folder that exists is where the missing ones will be made
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{option} {text!r}: {folder} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".g4sim-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{option} {text!r}: cannot write in {folder} ({exc.strerror or exc.__class__.__name__})") from None
+    return path

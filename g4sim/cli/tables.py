@@ -12,7 +12,7 @@ from rich.table import Table
 
 from g4sim.cli.app import app, err, out
 from g4sim.cli.resolve import (
-    resolve_context, resolve_device, resolve_engine_name, resolve_kv_dtype, resolve_margin, resolve_quant, resolve_spec,
+    output_path, resolve_context, resolve_device, resolve_engine_name, resolve_kv_dtype, resolve_margin, resolve_quant, resolve_spec,
     split_list,
 )
 from g4sim.errors import UserError
@@ -26,8 +26,8 @@ def sweep(
     ctx: Optional[str] = typer.Option(None, "--ctx", "-c", help="Comma-separated contexts (default: 12 from 1k to 256k)."),
     kv_dtype: str = typer.Option("bf16", "--kv-dtype"),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto (per row), llamacpp, vllm, transformers, g4sim."),
-    batch: int = typer.Option(1, "--batch", "-b", min=1),
-    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs per row (multi-GPU layouts of the engine)."),
+    batch: int = typer.Option(1, "--batch", "-b", min=1, max=65536),
+    gpus: int = typer.Option(1, "--gpus", min=1, max=64, help="GPUs per row (multi-GPU layouts of the engine)."),
     margin: str = typer.Option("5%", "--margin"),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Write .csv, .parquet or .json (default: CSV to stdout)."),
 ) -> None:
@@ -47,8 +47,7 @@ def sweep(
     except UnitError as exc:
         raise UserError(str(exc)) from exc
     name = resolve_engine_name(engine)
-    if out_path and Path(out_path).suffix.lower() not in FORMATS:
-        raise UserError(f"--out {out_path!r}: unknown table format; valid suffixes: {', '.join(sorted(FORMATS))}")
+    target = output_path(out_path, "--out", tuple(sorted(FORMATS))) if out_path else None
     skipped: list[str] = []
     frame = run_sweep(SweepAxes(models=models, devices=devices, quants=quants, contexts=contexts,
                                 kv_dtype=resolve_kv_dtype(kv_dtype), engine=get_engine(name) if name else None,
@@ -56,8 +55,8 @@ def sweep(
     if skipped:
         err.print(f"left out {len(skipped):,} combinations no engine can run as asked, e.g. {skipped[0]} "
                   "(`g4sim plan` says why for each)")
-    if out_path:
-        path = write_table(frame, Path(out_path))
+    if target:
+        path = write_table(frame, target)
         err.print(f"wrote {len(frame):,} rows to {path}")
     else:
         typer.echo(frame.to_csv(index=False), nl=False)
@@ -75,7 +74,8 @@ def check(
 
     from g4sim.outputs.check import current, diff, github_annotations, junit_xml, write_baseline
 
-    path = Path(baseline)
+    path = output_path(baseline, "--baseline", (".json",)) if update else Path(baseline)
+    junit_path = output_path(junit, "--junit", (".xml",)) if junit else None
     now = current(Path(store) if store else None)
     if update:
         write_baseline(path, now)
@@ -91,8 +91,10 @@ def check(
     from g4sim.outputs.render import render_check
 
     render_check(diffs, out)
-    if junit:
-        Path(junit).write_text(junit_xml(diffs))
+    if junit_path:
+        from g4sim.outputs.files import write_text
+
+        write_text(junit_path, junit_xml(diffs))  # atomic, 0644: no half-written XML
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in github_annotations(diffs, path):
             typer.echo(line)
@@ -107,7 +109,7 @@ def report(
     gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help="Comma-separated hardware profiles."),
     quant: str = typer.Option("bf16,q8_0,q4_k_m", "--quant", "-q", help="Comma-separated weight formats."),
     ctx: str = typer.Option("32k", "--ctx", "-c", help="Context for the verdicts and the fit matrix."),
-    batch: int = typer.Option(1, "--batch", "-b", min=1),
+    batch: int = typer.Option(1, "--batch", "-b", min=1, max=65536),
     engine: str = typer.Option("auto", "--engine", "-e", help="auto (per format and device), or one engine."),
     margin: str = typer.Option("5%", "--margin"),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="HTML file (default reports/<name>.html)."),
@@ -116,6 +118,8 @@ def report(
     from g4sim.outputs.report import ReportRequest, write_report
 
     margin_ = resolve_margin(margin)
+    if out_path:
+        output_path(out_path, "--out", (".html", ".htm"))
     if scenario:
         if model or gpu:
             raise UserError("--scenario names its own models and devices; drop --model / --gpu or edit the scenario")
@@ -144,9 +148,7 @@ def report(
             batch=batch, engine=resolve_engine_name(engine), margin=margin_,
             description=f"{', '.join(s.name for s in specs)} on {', '.join(d.name for d in devices)}")
         name = "-".join(s.name for s in specs) + "_" + "-".join(d.name for d in devices)
-    path = Path(out_path) if out_path else Path("reports") / f"{name}.html"
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise UserError(f"--out {out_path!r}: a report is HTML; give a .html file")
+    path = Path(out_path) if out_path else output_path(str(Path("reports") / f"{name}.html"), "--out", (".html",))
     write_report(req, path)
     err.print(f"wrote {path}")
 

@@ -265,32 +265,35 @@ def _cell_bytes(t: TextSpec, k_type: str, v_type: str, flash_attn: bool) -> dict
     return {i: sum(cell_bytes(t, i, k_type, v_type, flash_attn)) for i in t.cache_layers}
 
 
-@lru_cache(maxsize=1024)  # searches and sweeps re-price the same file at many contexts
+@lru_cache(maxsize=64)
+def _priced(spec: ModelSpec, quant: str, vision: bool, audio: bool) -> tuple[tuple[Component, str, int, int], ...]:
+    """(component, kind, layer, bytes) of every GGUF tensor, priced once per file."""
+    fmt, qc = get_quant(quant), quant_context(spec.text)
+    return tuple((Component(x.component), x.kind, x.layer, fmt.tensor_bytes(x, qc))
+                 for x in model_tensors(spec, vision=vision, audio=audio))
+
+
+@lru_cache(maxsize=1024)  # searches and sweeps re-place the same file at many contexts and offload settings
 def _weight_terms(spec: ModelSpec, quant: str, vision: bool, audio: bool, n_gpu_layers: int,
                   n_cpu_moe: int) -> tuple[MemoryTerm, ...]:
     t = spec.text
-    fmt, qc = get_quant(quant), quant_context(t)
     gpu_start = max(t.num_layers + 1 - n_gpu_layers, 0)
     output_on_gpu = n_gpu_layers > t.num_layers
     acc: dict[tuple[Component, Location], int] = {}
-
-    def add(component: Component, where: Location, n: int) -> None:
-        acc[(component, where)] = acc.get((component, where), 0) + n
-
     gpu, host = Location.ACCELERATOR, Location.HOST
-    for x in model_tensors(spec, vision=vision, audio=audio):
-        b = fmt.tensor_bytes(x, qc)
-        c = Component(x.component)
-        if x.kind in ("token_embd", "ple_table"):
-            add(c, host, b)  # input tensors stay in host memory
-            if x.kind == "token_embd" and t.tie_word_embeddings and output_on_gpu:
-                add(Component.OUTPUT_COPY, gpu, b)
-        elif x.layer < 0:
-            add(c, gpu if output_on_gpu else host, b)
+    experts = Component.EXPERTS
+    for c, kind, layer, b in _priced(spec, quant, vision, audio):
+        if kind in ("token_embd", "ple_table"):
+            where = host  # input tensors stay in host memory
+            if kind == "token_embd" and t.tie_word_embeddings and output_on_gpu:
+                acc[(Component.OUTPUT_COPY, gpu)] = acc.get((Component.OUTPUT_COPY, gpu), 0) + b
+        elif layer < 0:
+            where = gpu if output_on_gpu else host
         else:
-            on_gpu = x.layer >= gpu_start and not (c is Component.EXPERTS and x.layer < n_cpu_moe)
-            add(c, gpu if on_gpu else host, b)
-    return tuple(MemoryTerm(c, n, where, f"{fmt.name} GGUF tensors; " + (
+            where = gpu if layer >= gpu_start and not (c is experts and layer < n_cpu_moe) else host
+        acc[(c, where)] = acc.get((c, where), 0) + b
+    fmt_name = get_quant(quant).name
+    return tuple(MemoryTerm(c, n, where, f"{fmt_name} GGUF tensors; " + (
         "input tensor kept in host memory" if where is host else "offloaded with -ngl")) for (c, where), n in acc.items())
 
 

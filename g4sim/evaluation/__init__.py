@@ -130,6 +130,10 @@ class Fit:
         return Verdict.FITS if self.headroom_bytes >= self.margin_bytes else Verdict.TIGHT
 
     @property
+    def host_bytes(self) -> int:
+        return self.memory.total(Location.HOST)
+
+    @property
     def loads(self) -> bool:
         """It fits at all (fits or tight)."""
         return self.headroom_bytes >= 0
@@ -144,10 +148,6 @@ class Fit:
 class Evaluation(Fit):
     speed: Throughput | None = None
     command: str | None = None  # None when it does not fit
-
-    @property
-    def host_bytes(self) -> int:
-        return self.memory.total(Location.HOST)
 
 
 def shares_ram(device: HardwareProfile) -> bool:
@@ -212,7 +212,7 @@ def clear_caches() -> None:
     from g4sim.engines import base, llamacpp, vllm
     from g4sim.evaluation import speed
 
-    for fn in (base._memory, llamacpp._weight_terms, llamacpp._cell_bytes, vllm._cell_bytes, speed.work, _command):
+    for fn in (base._memory, llamacpp._priced, llamacpp._weight_terms, llamacpp._cell_bytes, vllm._cell_bytes, speed.work, _command):
         fn.cache_clear()
 
 

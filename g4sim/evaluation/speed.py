@@ -28,6 +28,10 @@ from g4sim.engines.base import Engine, Parallel, Workload
 from g4sim.hardware import HardwareProfile
 
 ACTIVATION_BYTES = 2  # hidden states cross links in 16-bit
+# A small all-reduce costs a fixed latency before any byte moves: ~6 us on 2 x H100 over NVLink
+# (NCCL 2.20.5, NVLSTree, CUDA graphs; github.com/NVIDIA/nccl/issues/1259).  Taken as the floor for
+# every link and every GPU-to-GPU hand-off (PCIe and more GPUs are slower: this errs fast).
+LINK_LATENCY_S = 6e-6
 # A device whose profile names no host link is taken to sit on PCIe 4.0 x16: 16 GT/s x 16 lanes,
 # 128b/130b = 31.5 GB/s each way (PCI-SIG PCIe 4.0 base specification).
 PCIE4_X16_BYTES_PER_S = 31.5e9
@@ -112,17 +116,20 @@ def work(engine: Engine, w: Workload, kept: int = 1) -> tuple[float, float, floa
             decode_step_bytes(spec, w.ctx, w.batch, w.quant, w.kv_dtype, kv_cells))
 
 
-def allreduce_seconds(hidden: int, layers: int, gpus: int, batch: int, link_bytes_per_s: float) -> float:
-    """Two ring all-reduces of the hidden state per layer for one step of ``batch`` tokens."""
+def allreduce_seconds(hidden: int, layers: int, gpus: int, tokens: int, link_bytes_per_s: float,
+                      steps: int = 1) -> float:
+    """Two ring all-reduces of the hidden state per layer, for ``tokens`` tokens moved in ``steps`` steps:
+    each all-reduce pays the link latency, then 2 (n - 1) / n of the tokens' hidden states at the
+    link's one-direction bandwidth."""
     if gpus == 1:
         return 0.0
-    volume_bytes = 2 * (gpus - 1) / gpus * batch * hidden * ACTIVATION_BYTES
-    return layers * 2 * volume_bytes / link_bytes_per_s
+    volume_bytes = 2 * (gpus - 1) / gpus * tokens * hidden * ACTIVATION_BYTES
+    return layers * 2 * (steps * LINK_LATENCY_S + volume_bytes / link_bytes_per_s)
 
 
-def hop_seconds(hidden: int, gpus: int, tokens: int, link_bytes_per_s: float) -> float:
-    """The hidden state of ``tokens`` tokens handed from GPU to GPU, n - 1 times (layer split)."""
-    return (gpus - 1) * tokens * hidden * ACTIVATION_BYTES / link_bytes_per_s
+def hop_seconds(hidden: int, gpus: int, tokens: int, link_bytes_per_s: float, steps: int = 1) -> float:
+    """The hidden state of ``tokens`` tokens handed from GPU to GPU, n - 1 times per step (layer split)."""
+    return (gpus - 1) * (steps * LINK_LATENCY_S + tokens * hidden * ACTIVATION_BYTES / link_bytes_per_s)
 
 
 def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1, host_weight_bytes: int = 0,
@@ -141,18 +148,19 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
     bound = "bandwidth" if d_bw >= d_compute else "compute"
     comm, layout = 0.0, "1 device"
     t = w.spec.text
+    prefill_steps = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))  # forward passes over the prompt
     style = engine.caps.parallel
     if gpus > 1 and style is Parallel.TENSOR:
         link = device.interconnect.bandwidth_bytes_per_s
         comm = allreduce_seconds(t.hidden_size, t.num_layers, gpus, w.batch, link)
-        prefill_comm = allreduce_seconds(t.hidden_size, t.num_layers, gpus, w.batch * w.ctx, link)
+        prefill_comm = allreduce_seconds(t.hidden_size, t.num_layers, gpus, w.batch * w.ctx, link, prefill_steps)
         prefill_s, prefill_roof = prefill_s / gpus + prefill_comm, prefill_roof / gpus + prefill_comm
         step_s, step_roof = step_s / gpus + comm, step_roof / gpus + comm
         layout = f"tensor parallel over {gpus} GPUs ({device.interconnect.name})"
     elif gpus > 1 and style is Parallel.LAYER:
         link = device.interconnect.bandwidth_bytes_per_s if device.interconnect else host_link_bytes_per_s(device)
         comm = hop_seconds(t.hidden_size, gpus, w.batch, link)
-        prefill_comm = hop_seconds(t.hidden_size, gpus, w.batch * w.ctx, link)
+        prefill_comm = hop_seconds(t.hidden_size, gpus, w.batch * w.ctx, link, prefill_steps)
         prefill_s, prefill_roof = prefill_s + prefill_comm, prefill_roof + prefill_comm
         step_s, step_roof = step_s + comm, step_roof + comm
         layout = f"layer split over {gpus} GPUs (they take turns)"

@@ -18,6 +18,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -189,6 +190,15 @@ def worker(run: ProfileRun) -> None:
         print(json.dumps({"ctx": ctx, "status": row["status"]}), flush=True)
 
 
+def worker_failure(returncode: int, stderr: str) -> tuple[str, str]:
+    """(status, cause) of a worker that exited with ``returncode``: "oom" only when the kernel killed it
+    (SIGKILL, what the OOM killer sends); anything else is a "crash" with the last line it printed."""
+    if returncode in (-9, 137):
+        return "oom", "killed by SIGKILL (the kernel's out-of-memory killer)"
+    last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "")
+    return "crash", (f"worker exited with {returncode}: {last}" if last else f"worker exited with {returncode}")[:300]
+
+
 def worker_env() -> dict[str, str]:
     """glibc's mmap threshold fixed at 64 KiB: freed tensors go back to the OS at once, so the
     resident high-water mark tracks live tensors rather than heap the allocator kept (which
@@ -217,24 +227,28 @@ def profile(runs: list[ProfileRun], *, progress: bool = True) -> list[str]:
                 bar.update(task, description=f"{run.model} {run.dtype}{'/' + run.quant if run.quant else ''} "
                                              f"ctx {pending[0]}")
                 sub = replace(run, skip=tuple(done))
-                proc = subprocess.Popen([sys.executable, "-m", "g4sim.measure.profile", json.dumps(asdict(sub))],
-                                        stdout=subprocess.PIPE, text=True, env=worker_env())
-                for line in proc.stdout:
-                    if line.startswith("{"):
-                        event = json.loads(line)
-                        done.append(event["ctx"])
-                        outcomes.append(f"{run.model} ctx {event['ctx']}: {event['status']}")
-                        bar.advance(task)
-                proc.wait()
+                with tempfile.TemporaryFile("w+") as errors:
+                    proc = subprocess.Popen([sys.executable, "-m", "g4sim.measure.profile", json.dumps(asdict(sub))],
+                                            stdout=subprocess.PIPE, stderr=errors, text=True, env=worker_env())
+                    for line in proc.stdout:
+                        if line.startswith("{"):
+                            event = json.loads(line)
+                            done.append(event["ctx"])
+                            outcomes.append(f"{run.model} ctx {event['ctx']}: {event['status']}")
+                            bar.advance(task)
+                    proc.wait()
+                    errors.seek(0)
+                    cause = worker_failure(proc.returncode, errors.read())
                 pending = [c for c in run.contexts if c not in done]
-                if proc.returncode != 0 and pending:  # killed (e.g. by the OOM killer) at pending[0]
+                if proc.returncode != 0 and pending:  # the worker died at pending[0]: say how, never guess
                     ctx = pending[0]
+                    status, why = cause
                     row = {**provenance(run.device_profile, run.command.split() if run.command else None),
                            "model": run.model, "dtype": run.dtype, "quant": run.quant or "", "ctx": ctx,
-                           "batch": run.batch, "status": "oom", "error": f"worker exited with {proc.returncode}"}
+                           "batch": run.batch, "status": status, "error": why}
                     append_row(store_path(run.device_profile, Path(run.store) if run.store else None), row)
                     done.append(ctx)
-                    outcomes.append(f"{run.model} ctx {ctx}: oom (worker exit {proc.returncode})")
+                    outcomes.append(f"{run.model} ctx {ctx}: {status} ({why})")
                     bar.advance(task)
                     pending = pending[1:]
     return outcomes

@@ -10,12 +10,12 @@ writes JUnit XML; on GitHub Actions each failure is also an ``::error`` annotati
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
+
+from g4sim.outputs.files import write_text
 
 BASELINE = Path(__file__).resolve().parents[2] / "reports" / "baseline.json"
 
@@ -126,11 +126,7 @@ def write_baseline(path: Path, now: dict[str, dict[str, float]]) -> None:
     data = {"g4sim_version": __version__, "description": "analytic figures of a named matrix (g4sim/check.py "
             "MATRIX) and measured peaks from reports/measurements; rewrite with `g4sim check --update`",
             "tolerances": {k: list(v) for k, v in TOLERANCES.items()}, "matrix": MATRIX, "configs": now}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 def junit_xml(diffs: list[Diff]) -> str:

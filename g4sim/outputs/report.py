@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from g4sim.engines import Engine, EngineError, Workload, get_engine
 from g4sim.engines.auto import choose
 from g4sim.evaluation import Evaluation, Margin, Request, evaluate, fit
 from g4sim.hardware import HardwareProfile
+from g4sim.outputs.files import write_text
 from g4sim.plan.search import max_batch, max_context
 from g4sim.spec import ModelSpec
 from g4sim.units import format_bytes, format_context
@@ -323,17 +322,7 @@ def validation_html(checks, summary_rows) -> str:
 
 def write_html(text: str, path: Path) -> Path:
     """Write ``text`` atomically, readable by everyone (0644) like any other tool's output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, text)
 
 
 def write_report(r: ReportRequest, path: Path) -> Path:

@@ -10,8 +10,6 @@ workload); each device then costs a few multiplications.  pandas is imported her
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from g4sim.engines import Engine, EngineError, Workload
 from g4sim.engines.auto import choose
 from g4sim.evaluation import Evaluation, Incompatible, Margin, Request, evaluate
 from g4sim.hardware import load_profiles
+from g4sim.outputs.files import atomic
 from g4sim.spec import VARIANTS
 
 DEFAULT_CONTEXTS = (1024, 2048, 4096, 8192, 16384, 32768, 49152, 65536, 98304, 131072, 196608, 262144)
@@ -110,21 +109,13 @@ def write_table(frame, path: Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"output {path.name!r}: unknown table format {suffix or '(none)'}; valid: {', '.join(sorted(FORMATS))}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
+    with atomic(path) as tmp:
         if suffix == ".csv":
             frame.to_csv(tmp, index=False)
         elif suffix == ".parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_json(tmp, orient="records", indent=1)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a table is for everyone who reads the folder
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -23,6 +23,7 @@ from g4sim.analytic.quant import QUANT_FORMATS, get_kv_dtype, get_quant
 from g4sim.engines import ENGINES, Engine, EngineError
 from g4sim.engines.auto import choose
 from g4sim.evaluation import Evaluation, Incompatible, Request, Verdict, evaluate, fit, host_profile_for, shares_ram
+from g4sim.plan.search import largest_fitting
 
 RANKED_BY = "fits with the margin before tight; then least quality loss (weights, then KV); then fastest decode; then fewest GPUs"
 _KV_LOSS = {"fp32": 0, "bf16": 0, "fp16": 0, "fp8": 1, "q8_0": 1, "q4_0": 2}
@@ -97,25 +98,33 @@ def smaller_format(req: Request) -> list[Layout]:
 
 def host_offload(req: Request) -> Layout | None:
     """The fewest experts (--n-cpu-moe) or layers (-ngl) kept in host memory that make it fit safely,
-    as long as what stays on the host fits the host's own RAM (the ``desktop-ddr5`` profile)."""
+    as long as what stays on the host fits the host's own RAM (the ``desktop-ddr5`` profile).
+
+    GPU memory falls and host memory grows monotonically as more is kept on the host, so both ends
+    are found by bisection (a few evaluations, not one per layer)."""
     if shares_ram(req.device) or req.gpus != 1:
         return None
     t = req.spec.text
+    host_ram = host_profile_for(req.device).usable_bytes(True)  # the desktop around the GPU
     for cls in ENGINES.values():
         base = req.engine if isinstance(req.engine, cls) else cls()
         if not base.caps.host_offload or base.compatibility(req.workload, req.device, 1):
             continue
         knob = "n_cpu_moe" if t.enable_moe_block else "n_gpu_layers"
-        values = range(1, t.num_layers + 1) if knob == "n_cpu_moe" else range(t.num_layers, -1, -1)
-        host_ram = host_profile_for(req.device).usable_bytes(True)  # the desktop around the GPU
-        for value in values:
-            engine = base.with_settings({knob: value})
-            layout = _try(req, "", engine, 1)
-            if layout is not None and layout.evaluation.host_bytes > host_ram:
-                break  # keeping more on the host only needs more host RAM than the desktop has
-            if layout is not None and layout.evaluation.safe:
-                flag = next(o.flags[0] for o in engine.options if o.field == knob)
-                return replace(layout, name=f"1 x {req.device.name}, {engine.name} with host offload ({flag} {value})")
+        # "on host" = how much moves to the host: n_cpu_moe itself, or the layers -ngl leaves behind
+        value_of = (lambda k: k) if knob == "n_cpu_moe" else (lambda k: t.num_layers + 1 - k)
+        flag = next(o.flags[0] for o in base.options if o.field == knob)
+
+        def at(k: int):
+            return fit(replace(req, engine=base.with_settings({knob: value_of(k)}), gpus=1, engine_reason=""))
+
+        top = t.num_layers if knob == "n_cpu_moe" else t.num_layers + 1
+        fewest = largest_fitting(lambda k: not at(k).safe, 0, top) + 1  # the first k that fits safely
+        if fewest > top or at(fewest).host_bytes > host_ram:
+            continue
+        layout = _try(req, "", base.with_settings({knob: value_of(fewest)}), 1)
+        if layout is not None:
+            return replace(layout, name=f"1 x {req.device.name}, {base.name} with host offload ({flag} {value_of(fewest)})")
     return None
 
 
