@@ -92,3 +92,24 @@ def test_plan_path_does_not_import_torch():
             "bad = [m for m in ('torch', 'pandas', 'plotly', 'transformers') if m in sys.modules]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_gpus_shows_every_profile_name_whole_at_80_columns():
+    from g4sim.hardware import load_profiles
+
+    out = subprocess.run([sys.executable, "-m", "g4sim", "gpus"], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "COLUMNS": "80"}).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+    names = {line.split()[0] for line in out.splitlines()[4:] if line.strip() and not line.startswith("  ")}
+    assert set(load_profiles()) <= names, set(load_profiles()) - names
+
+
+def test_calibrate_writes_only_when_asked(capsys):
+    from pathlib import Path
+
+    from g4sim.hardware import get_profile
+
+    path = Path(get_profile("ci-cpu-2core").path)
+    before = path.read_bytes()
+    code, out, err = run(["calibrate", "--device-profile", "ci-cpu-2core"], capsys)
+    assert code == 0 and "dry run: nothing written" in err and path.read_bytes() == before

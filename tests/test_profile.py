@@ -18,7 +18,12 @@ def test_live_profile_writes_rows_that_validate(tmp_path):
                      command="pytest live profile")
     outcomes = profile([run], progress=False)
     assert outcomes == ["e2b ctx 64: ok", "e2b ctx 600: ok"]
-    rows = list(csv.DictReader((tmp_path / "ci-cpu-2core.csv").open()))
+    from g4sim.measure.measurements import cpu_model, cpu_slug
+
+    path = tmp_path / f"ci-cpu-2core__{cpu_slug()}.csv"  # filed under this CPU, never another machine's file
+    assert [p.name for p in tmp_path.iterdir()] == [path.name] and path.stat().st_mode & 0o777 == 0o644
+    rows = list(csv.DictReader(path.open()))
+    assert {r["cpu_model"] for r in rows} == {cpu_model()} and all(r["cpu_cores"] for r in rows)
     assert [int(r["ctx"]) for r in rows] == [64, 600]
     assert all(r["torch_version"] and r["g4sim_commit"] and r["date_utc"] and r["command"] for r in rows)
     checks = validate(tmp_path, calibration_models={"e2b"})

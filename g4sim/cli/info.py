@@ -44,22 +44,27 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 def gpus(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """The hardware profiles g4sim knows (hardware_profiles/*.yaml)."""
     from g4sim.hardware import load_profiles
-    from g4sim.units import format_bytes
 
     profiles = load_profiles()
     if as_json:
         typer.echo(json.dumps([{"name": p.name, "display_name": p.display_name, "kind": p.kind,
                                 "memory_bytes": p.memory_bytes, "usable_bytes": p.usable_memory_bytes,
+                                "usable_bytes_headless": p.usable_bytes(False),
                                 "memory_bandwidth_bytes_per_s": p.memory_bandwidth_bytes_per_s,
                                 "peak_flops": p.peak_flops} for p in profiles.values()], indent=2))
         return
-    table = Table(title="Hardware profiles (datasheet figures; see each YAML's sources)", title_justify="left",
+    wide = console.width >= 120  # the vendor's full name needs room; the profile name never gets cut
+    table = Table(title="Hardware profiles (datasheet figures; sources in each YAML)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("name", "device", "kind", "memory", "usable", "bandwidth", "bf16 dense", "link"):
-        table.add_column(col, justify="right" if col in ("memory", "usable", "bandwidth", "bf16 dense") else "left")
-    for p in sorted(profiles.values(), key=lambda p: (p.kind, p.memory_bytes)):
-        table.add_row(p.name, p.display_name, p.kind, format_bytes(p.memory_bytes, digits=1),
-                      format_bytes(p.usable_memory_bytes, digits=1),
-                      f"{p.memory_bandwidth_bytes_per_s / 1e9:,.0f} GB/s", f"{p.flops('bf16') / 1e12:,.1f} TFLOP/s",
-                      p.interconnect.name if p.interconnect else "-")
+    columns = ["name", *(["device"] if wide else []), "kind", "memory", "usable", "GB/s", "bf16 TF/s", "link"]
+    rows = [[p.name, *([p.display_name] if wide else []), p.kind, f"{p.memory_bytes / 2**30:,.1f} GiB",
+             f"{p.usable_memory_bytes / 2**30:,.1f} GiB", f"{p.memory_bandwidth_bytes_per_s / 1e9:,.0f}",
+             f"{p.flops('bf16') / 1e12:,.1f}", p.interconnect.name if p.interconnect else "-"]
+            for p in sorted(profiles.values(), key=lambda p: (p.kind, p.memory_bytes))]
+    for k, col in enumerate(columns):
+        fixed = col not in ("device", "link")  # these wrap; every other cell is shown whole
+        table.add_column(col, justify="left" if col in ("name", "device", "kind", "link") else "right", no_wrap=fixed,
+                         min_width=max(len(col), *(len(r[k]) for r in rows)) if fixed else None)
+    for cells in rows:
+        table.add_row(*cells)
     console.print(table)

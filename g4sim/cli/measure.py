@@ -87,6 +87,13 @@ def profile(
     if profile_name is None:
         if device != "cpu":  # which GPU this is, g4sim does not guess: a row filed under another device is not data
             raise UserError(f"--device {device}: name the GPU's hardware profile with --device-profile (see `g4sim gpus`)")
+        import os
+
+        from g4sim.measure.measurements import cpu_model
+
+        if os.cpu_count() != 2:  # ci-cpu-2core is the project's 2-core machine, not this one
+            raise UserError(f"this CPU ({cpu_model()}, {os.cpu_count()} cores) is not the 2-core ci-cpu-2core profile; "
+                            "name its hardware profile with --device-profile (see `g4sim gpus`)")
         profile_name = "ci-cpu-2core"
     resolve_device(profile_name)
     run = ProfileRun(model=spec.name, contexts=contexts, dtype=dtype, device=device, layers=layers, quant=quant,
@@ -136,7 +143,8 @@ def validate(
 def calibrate(
     device: str = typer.Option("ci-cpu-2core", "--device-profile", help="Profile to calibrate from its measurements."),
     store: Optional[str] = typer.Option(None, "--store"),
-    write: bool = typer.Option(True, "--write/--dry-run", help="Write the fitted efficiencies into the profile."),
+    write: bool = typer.Option(False, "--write/--dry-run", help="Write the fitted efficiencies into the profile "
+                               "(default: print them only)."),
 ) -> None:
     """Fit a profile's prefill / decode efficiencies from measurements (calibration variants only)."""
     from pathlib import Path
@@ -151,6 +159,10 @@ def calibrate(
     for dtype, v in fitted.items():
         console.print(f"{device} {dtype}: prefill {v['prefill_compute']:.3f} of peak FLOP/s, "
                       f"decode {v['decode_bandwidth']:.3f} of bandwidth ({v['rows']} rows)")
+    if not write:
+        from g4sim.cli.app import err
+
+        err.print("dry run: nothing written (add --write to store these in the profile)")
     if write:
         path = write_back(device, fitted, calibration_note(fitted, git_commit()[0]))
         from g4sim.cli.app import err

@@ -92,7 +92,7 @@ def check(
 
     render_check(diffs, out)
     if junit_path:
-        from g4sim.outputs.files import write_text
+        from g4sim.files import write_text
 
         write_text(junit_path, junit_xml(diffs))  # atomic, 0644: no half-written XML
     if os.environ.get("GITHUB_ACTIONS") == "true":

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
+
+from g4sim.files import atomic
 
 from g4sim.measure.split import CALIBRATION_MODELS, CALIBRATION_MOE_ROWS, row_spec, weight_format
 
@@ -90,12 +90,10 @@ def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> P
     eff["provenance"] = note
     parse_profile(data, path)  # refuse to write a profile that would not load
     header = path.read_text().splitlines()[0] if path.read_text().startswith("#") else ""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic(path) as tmp, open(tmp, "w") as f:
         if header:
             f.write(header + "\n")
         yaml.safe_dump(data, f, sort_keys=False, width=120)
-    os.replace(tmp, path)
     _load_all.cache_clear()
     return path
 

@@ -1,4 +1,9 @@
-"""The measurement store: one tidy CSV per device under reports/measurements/, one row per run.
+"""The measurement store: one tidy CSV per device and machine under reports/measurements/, one row per run.
+
+A CPU measurement belongs to the CPU that made it: its file is named for the hardware profile *and*
+the detected CPU (model, cores, the instruction sets that change kernels: AVX2, AVX-512, AMX), so a
+run on another machine never lands in this machine's tracked file (``ci-cpu-2core.csv`` holds the
+rows of the CPU that first measured it, before files carried the CPU's name).
 
 Rows are appended atomically (the whole file is rewritten to a temporary file and renamed over the
 old one), so an interrupted sweep loses no completed row and never leaves a torn file.  Every row
@@ -43,12 +48,34 @@ def cpu_model() -> str:
         return platform.processor()
 
 
+_KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")  # what ggml / torch dispatch on
+
+
+def cpu_flags() -> tuple[str, ...]:
+    """The instruction-set flags that change which kernels run (read from /proc/cpuinfo, never assumed)."""
+    try:
+        m = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return ()
+    present = set(m.group(1).split()) if m else set()
+    return tuple(f for f in _KERNEL_FLAGS if f in present)
+
+
+def cpu_slug() -> str:
+    """A file-name-safe name for this CPU: model, cores and kernel flags (amd-epyc-2c-avx2)."""
+    model = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*$", "", cpu_model().lower())
+    model = re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "cpu"
+    flags = [f.replace("_", "") for f in cpu_flags() if f in ("avx2", "avx512f", "amx_tile")]
+    return "-".join([model, f"{os.cpu_count() or 0}c", *flags])
+
+
 def provenance(device: str, command: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     commit, dirty = git_commit()
     row: dict[str, Any] = {
-        "device": device, "cpu_model": cpu_model(), "gpu_name": "", "driver_version": "", "cuda_version": "",
+        "device": device, "cpu_model": cpu_model(), "cpu_cores": os.cpu_count() or 0,
+        "cpu_flags": " ".join(cpu_flags()), "gpu_name": "", "driver_version": "", "cuda_version": "",
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "g4sim_commit": commit, "g4sim_dirty": dirty,
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -67,8 +94,10 @@ def provenance(device: str, command: list[str] | None = None) -> dict[str, Any]:
     return row
 
 
-def store_path(device: str, store: Path | None = None) -> Path:
-    return (store or STORE_DIR) / f"{device}.csv"
+def store_path(device: str, store: Path | None = None, torch_device: str = "cpu") -> Path:
+    """Where a run's rows go: ``<profile>__<this CPU>.csv`` for CPU runs, ``<profile>.csv`` for GPU runs."""
+    name = f"{device}__{cpu_slug()}" if torch_device == "cpu" else device
+    return (store or STORE_DIR) / f"{name}.csv"
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
@@ -91,6 +120,7 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
             writer.writerows(rows)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # a measurement file is for everyone who reads the repository
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -135,7 +135,7 @@ def worker(run: ProfileRun) -> None:
     cuda = run.device.startswith("cuda")
     probe = CudaProbe() if cuda else None
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    path = store_path(run.device_profile, Path(run.store) if run.store else None)
+    path = store_path(run.device_profile, Path(run.store) if run.store else None, run.device.split(":")[0])
     base = provenance(run.device_profile, run.command.split() if run.command else None)
     spec = run.spec()
     config = {"model": run.model, "layers": spec.text.num_layers, "layer_types": "".join(
@@ -246,7 +246,8 @@ def profile(runs: list[ProfileRun], *, progress: bool = True) -> list[str]:
                     row = {**provenance(run.device_profile, run.command.split() if run.command else None),
                            "model": run.model, "dtype": run.dtype, "quant": run.quant or "", "ctx": ctx,
                            "batch": run.batch, "status": status, "error": why}
-                    append_row(store_path(run.device_profile, Path(run.store) if run.store else None), row)
+                    append_row(store_path(run.device_profile, Path(run.store) if run.store else None,
+                                          run.device.split(":")[0]), row)
                     done.append(ctx)
                     outcomes.append(f"{run.model} ctx {ctx}: {status} ({why})")
                     bar.advance(task)

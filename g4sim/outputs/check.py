@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from g4sim.outputs.files import write_text
+from g4sim.files import write_text
 
 BASELINE = Path(__file__).resolve().parents[2] / "reports" / "baseline.json"
 

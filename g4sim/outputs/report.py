@@ -21,7 +21,7 @@ from g4sim.engines import Engine, EngineError, Workload, get_engine
 from g4sim.engines.auto import choose
 from g4sim.evaluation import Evaluation, Margin, Request, evaluate, fit
 from g4sim.hardware import HardwareProfile
-from g4sim.outputs.files import write_text
+from g4sim.files import write_text
 from g4sim.plan.search import max_batch, max_context
 from g4sim.spec import ModelSpec
 from g4sim.units import format_bytes, format_context

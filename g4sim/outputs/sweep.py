@@ -19,7 +19,7 @@ from g4sim.engines import Engine, EngineError, Workload
 from g4sim.engines.auto import choose
 from g4sim.evaluation import Evaluation, Incompatible, Margin, Request, evaluate
 from g4sim.hardware import load_profiles
-from g4sim.outputs.files import atomic
+from g4sim.files import atomic
 from g4sim.spec import VARIANTS
 
 DEFAULT_CONTEXTS = (1024, 2048, 4096, 8192, 16384, 32768, 49152, 65536, 98304, 131072, 196608, 262144)
