@@ -46,16 +46,26 @@ def test_one_byte_per_token_of_kv_fails(monkeypatch, tmp_path, capsys):
     clear_caches()
 
 
-def test_improvements_pass_and_update_round_trips(tmp_path, capsys):
+def test_analytic_figures_are_exact_both_ways_and_measured_ones_one_sided(tmp_path, capsys):
     baseline = tmp_path / "baseline.json"
     code, _ = run(["check", "--baseline", str(baseline), "--update"], capsys)
     assert code == 0
     data = json.loads(baseline.read_text())
     name = check_mod.MATRIX[0]["name"]
-    data["configs"][name]["total_bytes"] += 10**9  # the baseline was worse: now is an improvement
+    data["configs"][name]["total_bytes"] += 1  # the figure is now one byte smaller than the baseline: a change
+    baseline.write_text(json.dumps(data))
+    code, out = run(["check", "--baseline", str(baseline)], capsys)
+    assert code == 1 and "changed" in out.out
+    data["configs"][name]["total_bytes"] -= 1
+    measured = next(k for k in data["configs"] if k.startswith("measured:"))
+    data["configs"][measured]["measured_prefill_peak_bytes"] *= 1.5  # the run used to peak higher: improvement
     baseline.write_text(json.dumps(data))
     code, out = run(["check", "--baseline", str(baseline)], capsys)
     assert code == 0 and "improvement" in out.out
+    data["configs"][measured]["measured_prefill_peak_bytes"] /= 1.5 * 1.06  # now 6 % above: past the 5 % tolerance
+    baseline.write_text(json.dumps(data))
+    code, out = run(["check", "--baseline", str(baseline)], capsys)
+    assert code == 1 and "regression" in out.out
 
 
 def test_missing_baseline_is_a_one_line_error(tmp_path, capsys):

@@ -98,7 +98,9 @@ def check(
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in github_annotations(diffs, path):
             typer.echo(line)
-    if any(d.verdict == "regression" for d in diffs):
+    from g4sim.outputs.check import FAILING
+
+    if any(d.verdict in FAILING for d in diffs):
         raise typer.Exit(1)
 
 

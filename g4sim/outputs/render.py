@@ -160,13 +160,13 @@ def render_check(diffs, console: Console) -> None:
     for col in ("configuration", "figure", "baseline", "now", "change", "tolerance", "verdict"):
         table.add_column(col, justify="left" if col in ("configuration", "figure", "verdict") else "right")
     for d in changed:
-        style = "bold red" if d.verdict == "regression" else "green"
+        style = "bold red" if d.verdict in ("regression", "changed") else "green"
         table.add_row(d.config, d.figure, f"{d.baseline:,.0f}", f"{d.now:,.0f}", f"{d.change:+.3%}",
                       f"{d.tolerance:.1%}", Text(d.verdict, style=style))
     if changed:
         console.print(table)
-    regressions = sum(d.verdict == "regression" for d in diffs)
+    regressions = sum(d.verdict in ("regression", "changed") for d in diffs)
     improvements = sum(d.verdict == "improvement" for d in diffs)
     style = "bold red" if regressions else "bold green"
-    console.print(Text(f"{len(diffs)} figures checked: {regressions} regressions, {improvements} improvements, "
+    console.print(Text(f"{len(diffs)} figures checked: {regressions} regressions or changes, {improvements} improvements, "
                        f"{len(diffs) - len(changed)} unchanged", style=style))
