@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from g4sim.measure.split import CALIBRATION_MODELS
+import csv
+import hashlib
+
+from g4sim.measure.split import CALIBRATION_MODELS, split_key, split_of
 from g4sim.cli import main
 from g4sim.measure.measurements import STORE_DIR, load_store
 
@@ -24,6 +27,31 @@ def test_committed_measurements_cover_every_variant():
         assert rows.ctx.nunique() >= 3
 
 
+# sha256 of the sorted "row = split" lines of the committed store, frozen with split v2 before the fit.
+SPLIT_PIN = "a6ecf6561905e56c6e8a2774b44e2082a225fbd44ff7cef4e77a758c924332a7"
+
+
+def test_the_split_is_frozen_and_stored_with_every_row():
+    rows = [r for path in sorted(STORE_DIR.glob("*.csv")) for r in csv.DictReader(path.open()) if r["status"] == "ok"]
+    assert rows and all(r["split"] == split_of({k: (v or None) for k, v in r.items()}) for r in rows)
+    lines = sorted(f"{split_key(r)}={r['split']}" for r in rows if r["device"] == "ci-cpu-2core")
+    assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == SPLIT_PIN, "a row changed split: say why"
+    held = {split_key(r) for r in rows if r["split"] == "held-out"}
+    assert any(k.startswith("e4b") for k in held) and any(k.startswith("26b-a4b") and "bf16" in k for k in held)
+
+
+def test_calibrate_re_derives_the_committed_efficiencies():
+    from g4sim.hardware import get_profile
+    from g4sim.measure.calibrate import fit
+
+    fitted = fit(STORE_DIR, "ci-cpu-2core")
+    eff = get_profile("ci-cpu-2core").efficiency
+    assert fitted and set(fitted) == set(eff.by_dtype)
+    for dtype, v in fitted.items():
+        assert (v["prefill_compute"], v["decode_bandwidth"]) == eff.by_dtype[dtype]
+        assert v["expert_gemm_half_rows"] == eff.expert_gemm_half_rows
+
+
 def test_validate_passes_within_tolerance(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["validate", "--store", str(STORE_DIR), "--json"])
@@ -34,7 +62,9 @@ def test_validate_passes_within_tolerance(capsys):
         assert all(c["error"] == 0 for c in held if c["figure"] == figure)
     assert all(abs(c["error"]) <= 0.05 for c in held if c["figure"] == "prefill_peak_bytes")
     speed = [c for c in held if "tokens" in c["figure"]]
-    assert len(speed) >= 20 and all(not c["calibration_row"] for c in speed)  # rows the calibration did not see
+    assert len(speed) >= 20 and all(c["split"] == "held-out" for c in speed)  # rows the calibration did not see
     assert all(abs(c["error"]) <= 0.25 for c in speed)
     assert {c["config"].split("[")[0] for c in speed}.isdisjoint(CALIBRATION_MODELS)
-    assert any(c["config"].startswith("26b-a4b") and "ctx 512" in c["config"] for c in speed)  # MoE, unseen context
+    assert any(c["config"].startswith("26b-a4b") and "bf16" in c["config"] for c in speed)  # MoE, a dtype never fitted
+    splits = {(r["figure"], r["split"]) for r in data["summary"]}
+    assert {("prefill_tokens_per_s", s) for s in ("calibration", "held-out", "quantized")} <= splits

@@ -129,7 +129,8 @@ def validate(
     if as_json:
         typer.echo(json.dumps({"summary": rows, "checks": [
             {"config": c.config, "figure": c.figure, "predicted": c.predicted, "measured": c.measured,
-             "error": c.error, "tolerance": c.tolerance, "calibration_row": c.calibration, "ok": c.ok}
+             "error": c.error, "tolerance": c.tolerance, "split": c.split,
+             "calibration_row": c.calibration, "ok": c.ok}
             for c in checks]}, indent=2))
     else:
         from g4sim.outputs.render import render_validation

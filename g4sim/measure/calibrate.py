@@ -3,8 +3,8 @@
 Prefill efficiency = roofline time / measured time (the fraction of peak FLOP/s achieved); decode
 efficiency = (bytes per step / bandwidth) / measured step time (the fraction of bandwidth
 achieved).  Each is the geometric mean over the calibration rows of one compute dtype (float
-weights only), fitted on the dense CALIBRATION_MODELS.  Then the MoE rows in CALIBRATION_MOE_ROWS
-fix ``expert_gemm_half_rows``: the extra time their routed-expert GEMMs take at m rows each,
+weights only), fitted on the dense CALIBRATION_MODELS.  Then the MoE rows in CALIBRATION_MOE
+(26b-a4b at fp32) fix ``expert_gemm_half_rows``: the extra time their routed-expert GEMMs take at m rows each,
 modelled as an efficiency m / (m + half_rows) of the dense one.  ``g4sim validate`` holds the
 other rows to the tolerances.
 """
@@ -19,7 +19,7 @@ import yaml
 
 from g4sim.files import atomic
 
-from g4sim.measure.split import CALIBRATION_MODELS, CALIBRATION_MOE_ROWS, row_spec, weight_format
+from g4sim.measure.split import CALIBRATION_MODELS, CALIBRATION_MOE, row_spec, split_of, weight_format
 
 
 def fit(store: Path | None = None, device: str = "ci-cpu-2core",
@@ -32,6 +32,7 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
 
     frame = load_store(store)
     frame = frame[(frame["status"] == "ok") & (frame["device"] == device) & frame["model"].isin(models)]
+    frame = frame[[split_of(r) == "calibration" for _, r in frame.iterrows()]]  # the frozen split decides
     prof = get_profile(device)
     samples: dict[str, dict[str, list[float]]] = {}
     for _, row in frame.iterrows():
@@ -60,7 +61,7 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
     moe = moe[(moe["status"] == "ok") & (moe["device"] == device)]
     for _, row in moe.iterrows():
         fmt = weight_format(row)
-        if (row["model"], int(row["ctx"])) not in CALIBRATION_MOE_ROWS or fmt not in ("fp32", "bf16", "fp16"):
+        if (row["model"], fmt) not in CALIBRATION_MOE:
             continue
         spec, dtype = row_spec(row), compute_dtype(fmt)
         if dtype not in fitted:
@@ -102,5 +103,5 @@ def calibration_note(fitted: dict[str, dict[str, float]], commit: str) -> str:
     rows = sum(v["rows"] for v in fitted.values())
     date = dt.datetime.now(dt.timezone.utc).date().isoformat()
     return (f"calibrated by `g4sim calibrate` on {date} at g4sim {commit} from {rows} measured rows of "
-            f"{', '.join(sorted(CALIBRATION_MODELS))} and 26b-a4b at ctx 2048 (reports/measurements); validated on "
-            "the other rows (e4b, 26b-a4b at 512 and 1024)")
+            f"{', '.join(sorted(CALIBRATION_MODELS))} (float) and 26b-a4b fp32 (frozen split v2, g4sim/measure/split.py; "
+            "reports/measurements); held out: e4b (float) and 26b-a4b bf16")

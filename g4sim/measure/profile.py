@@ -186,6 +186,9 @@ def worker(run: ProfileRun) -> None:
             if not _is_oom(exc):
                 raise
             row.update(status="oom", error=str(exc).splitlines()[0][:200])
+        from g4sim.measure.split import split_of
+
+        row["split"] = split_of(row) if row.get("status") == "ok" else ""  # frozen at write time, before any fit
         append_row(path, row)
         print(json.dumps({"ctx": ctx, "status": row["status"]}), flush=True)
 

@@ -1,20 +1,40 @@
 """The frozen calibration / held-out split of the measurement store, and how a row names its model.
 
-Calibration fits only on the rows named here; ``g4sim validate`` holds every other row to the
-tolerances.  The split was fixed before the efficiencies were fitted; a held-out row that fails
-is reported, never moved into calibration.
+Split v2 (2026-11-22), chosen by whole model and dtype — never by neighbouring contexts — and fixed
+before the efficiencies were fitted again:
+
+* ``calibration``: e2b and 31b at float weights (the dense efficiencies per compute dtype), and
+  26b-a4b at fp32 (the expert-GEMM half-rows constant);
+* ``held-out``: e4b at float weights and 26b-a4b at bf16 — a dense model and a dtype the fit never
+  saw; ``g4sim validate`` holds them to the tolerances;
+* ``quantized``: every int8 / int4 row (g4sim's dequantize-on-the-fly kernels): memory held to the
+  tolerances, speed reported apart.
+
+(Split v1 calibrated the expert term on 26b-a4b at 2048 and validated it at 512 / 1024 — neighbouring
+contexts of the same model and dtype — after those rows had failed; v2 replaces it.)  Each row of
+the store carries its ``split``; tests/test_validate.py pins the assignment by hash, so a held-out
+row cannot drift into calibration unnoticed.  A held-out row that fails is reported, never moved.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-CALIBRATION_MODELS = {"e2b", "31b"}  # dense efficiencies; validated on e4b and 26b-a4b
-CALIBRATION_MOE_ROWS = {("26b-a4b", 2048)}  # the expert-GEMM half-rows constant; 26b-a4b at 512 / 1024 validate it
+SPLIT_VERSION = 2
+CALIBRATION_MODELS = {"e2b", "31b"}  # dense efficiencies
+CALIBRATION_MOE = {("26b-a4b", "fp32")}  # the expert-GEMM half-rows constant: (model, dtype)
+SPLITS = ("calibration", "held-out", "quantized")
 
 
-def is_calibration_row(model: str, ctx: int) -> bool:
-    return model in CALIBRATION_MODELS or (model, ctx) in CALIBRATION_MOE_ROWS
+def split_of(row: dict[str, Any]) -> str:
+    """calibration, held-out or quantized, by the rule above (model, dtype, weight format only)."""
+    fmt = weight_format(row)
+    if fmt not in ("fp32", "bf16", "fp16"):
+        return "quantized"
+    model = str(row["model"])
+    if model in CALIBRATION_MODELS or (model, fmt) in CALIBRATION_MOE:
+        return "calibration"
+    return "held-out"
 
 
 def weight_format(row: dict[str, Any]) -> str:
@@ -30,3 +50,32 @@ def row_spec(row: dict[str, Any]):
     types = tuple(SLIDING if c == "S" else FULL for c in str(row.get("layer_types", "")))
     assert not types or types == spec.text.layer_types, f"row layer pattern {row['layer_types']} != spec"
     return spec
+
+
+def split_key(row: dict[str, Any]) -> str:
+    """What identifies a row for the split pin: model, depth, format, context, batch."""
+    return f"{row['model']}[{int(row['layers'])}L] {weight_format(row)} ctx {int(row['ctx'])} b{int(row['batch'])}"
+
+
+def label_store(paths) -> int:
+    """Write the ``split`` column into measurement CSVs (rows that have one keep it); returns rows labelled."""
+    import csv
+
+    from g4sim.files import atomic
+
+    labelled = 0
+    for path in paths:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns, rows = list(reader.fieldnames or []), list(reader)
+        if "split" not in columns:
+            columns.append("split")
+        for row in rows:
+            if not row.get("split"):
+                row["split"] = split_of({k: (v or None) for k, v in row.items()})
+                labelled += 1
+        with atomic(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return labelled
