@@ -52,18 +52,29 @@ def test_calibrate_re_derives_the_committed_efficiencies():
         assert v["expert_gemm_half_rows"] == eff.expert_gemm_half_rows
 
 
-def test_validate_passes_within_tolerance(capsys):
+# Held-out rows that fail their tolerance under split v2, reported and kept, never tuned away (a new
+# failure, or one of these passing, fails this test until the ledger is updated with the reason).
+KNOWN_HELD_OUT_FAILURES = {
+    # predicted +38.5 %: the expert-GEMM term (m / (m + half_rows), fitted on 26b-a4b fp32) does not carry
+    # over to bf16 at 512 prompt tokens (32 rows per expert): bf16 small GEMMs on this CPU lose more.
+    ("26b-a4b[2L] bf16 ctx 512 b1", "prefill_tokens_per_s"),
+}
+
+
+def test_validate_passes_within_tolerance_but_for_the_ledger(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["validate", "--store", str(STORE_DIR), "--json"])
     data = json.loads(capsys.readouterr().out)
-    assert exc.value.code == 0, [c for c in data["checks"] if not c["ok"]]
+    failed = {(c["config"], c["figure"]) for c in data["checks"] if not c["ok"]}
+    assert failed == KNOWN_HELD_OUT_FAILURES
+    assert exc.value.code == (1 if failed else 0)  # validate says so in its exit code
     held = [c for c in data["checks"] if c["tolerance"] is not None]
     for figure in ("param_bytes", "kv_bytes"):
         assert all(c["error"] == 0 for c in held if c["figure"] == figure)
     assert all(abs(c["error"]) <= 0.05 for c in held if c["figure"] == "prefill_peak_bytes")
     speed = [c for c in held if "tokens" in c["figure"]]
     assert len(speed) >= 20 and all(c["split"] == "held-out" for c in speed)  # rows the calibration did not see
-    assert all(abs(c["error"]) <= 0.25 for c in speed)
+    assert all(abs(c["error"]) <= 0.25 for c in speed if (c["config"], c["figure"]) not in KNOWN_HELD_OUT_FAILURES)
     assert {c["config"].split("[")[0] for c in speed}.isdisjoint(CALIBRATION_MODELS)
     assert any(c["config"].startswith("26b-a4b") and "bf16" in c["config"] for c in speed)  # MoE, a dtype never fitted
     splits = {(r["figure"], r["split"]) for r in data["summary"]}
