@@ -4,7 +4,18 @@ A profile says how much memory a device has and how much of it a model may use (
 ``reserved`` block: what the driver / firmware, a desktop session and the OS take before any model
 loads, and any wired-memory limit), how fast that memory is, its dense peak FLOP/s per dtype, its
 interconnect, and the achieved efficiencies the throughput model applies (defaults until ``g4sim
-calibrate`` fits them from measurements).  Every profile lists its ``sources``.  No torch import.
+calibrate`` fits them from measurements).  Every profile lists its ``sources``, and its ``provenance`` block says, for
+every numeric figure (by dotted path: ``memory_bytes``, ``peak_flops.bf16``, ``efficiency.decode_bandwidth``, ...), what
+kind of figure it is and where it comes from:
+
+- ``datasheet``: a vendor spec-sheet / whitepaper figure, quoted as published (the document is cited);
+- ``derived``: computed from datasheet figures (how is said: clock x units x FLOP/clk, half of a both-directions link
+  figure, half of a with-sparsity rate, transfer rate x bus width);
+- ``measured``: read off a real device (nvidia-smi, /proc/meminfo, a timed copy), by this workplace or a cited capture;
+- ``calibrated``: fitted by ``g4sim calibrate`` from this project's measurements (efficiencies only);
+- ``assumed``: an estimate or default with no measurement behind it (what it rests on is said).
+
+No torch import.
 """
 
 from __future__ import annotations
@@ -72,6 +83,18 @@ class Efficiency:
 
 
 @dataclass(frozen=True)
+class FieldSource:
+    """What kind of figure one numeric field is, and where it comes from (one entry of a profile's ``provenance``).
+
+    ``kind`` is one of ``PROVENANCE_KINDS`` (datasheet, derived, measured, calibrated, assumed); ``source`` cites the
+    document, says how the figure was computed or measured, or what an assumption rests on.
+    """
+
+    kind: str
+    source: str
+
+
+@dataclass(frozen=True)
 class PublishedMeasurement:
     engine: str
     model: str
@@ -106,7 +129,19 @@ class HardwareProfile:
     usable_memory_fraction: float = 1.0  # share of RAM the accelerator may hold (Apple's GPU wired-memory limit)
     published: tuple[PublishedMeasurement, ...] = ()
     notes: str = ""
+    # every numeric figure's kind and source, by dotted field path (``peak_flops.bf16``); see ``numeric_fields``
+    provenance: dict[str, FieldSource] = field(default_factory=dict)
     path: str = field(default="", compare=False)
+
+    def kind_of(self, field: str) -> str:
+        """The kind of figure ``field`` (a dotted path such as ``peak_flops.bf16``) is: one of ``PROVENANCE_KINDS``."""
+        return self.source_of(field).kind
+
+    def source_of(self, field: str) -> FieldSource:
+        """``field``'s provenance entry (kind and source); KeyError naming the valid paths for a field it lacks."""
+        if field not in self.provenance:
+            raise KeyError(f"{self.name}: no numeric field {field!r}; fields: {', '.join(self.provenance)}")
+        return self.provenance[field]
 
     def usable_bytes(self, display_attached: bool = True) -> int:
         """Memory a model may use: after the cited reserve and any wired-memory limit.
@@ -144,13 +179,16 @@ class HardwareProfile:
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "name": str, "display_name": str, "kind": str, "vendor": str, "memory_bytes": int,
     "memory_bandwidth_bytes_per_s": (int, float), "peak_flops": dict, "unified_memory": bool,
-    "efficiency": dict, "sources": list, "reserved": dict,
+    "efficiency": dict, "sources": list, "reserved": dict, "provenance": dict,
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "memory_type": str, "interconnect": (dict, type(None)), "host_link": (dict, type(None)), "usable_memory_fraction": (int, float),
     "published": list, "notes": str,
 }
 RESERVE_FIGURES = ("driver_bytes", "display_bytes", "os_bytes")
+PROVENANCE_KINDS = ("datasheet", "derived", "measured", "calibrated", "assumed")
+_LINK_FIGURE = "bandwidth_bytes_per_s_per_direction"
+_EFFICIENCY_FIGURES = ("prefill_compute", "decode_bandwidth")
 _RETIRED = {"reserved_memory_bytes": "replaced by the cited 'reserved' block (driver_bytes, display_bytes, os_bytes, "
                                      "sources)"}
 
@@ -242,6 +280,7 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
     reserve = _parse_reserve(data["reserved"], int(data["memory_bytes"]), path)
     interconnect = _link(path, "interconnect", data.get("interconnect"))
     host_link = _link(path, "host_link", data.get("host_link"))
+    provenance = _parse_provenance(data["provenance"], numeric_fields(data), path)
     published = []
     for i, item in enumerate(data.get("published") or []):
         try:
@@ -264,8 +303,64 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
                               by_dtype or None, float(half_rows)),
         sources=tuple(data["sources"]), reserve=reserve, memory_type=data.get("memory_type", ""),
         interconnect=interconnect, host_link=host_link, usable_memory_fraction=float(frac),
-        published=tuple(published), notes=data.get("notes", ""), path=str(path),
+        published=tuple(published), notes=data.get("notes", ""), provenance=provenance, path=str(path),
     )
+
+
+def numeric_fields(data: dict) -> list[str]:
+    """The dotted paths of every numeric figure a profile mapping has, in file order: each needs a provenance entry.
+
+    memory_bytes, memory_bandwidth_bytes_per_s, peak_flops.<dtype>, interconnect / host_link
+    .bandwidth_bytes_per_s_per_direction (where the link is given), usable_memory_fraction (where written),
+    reserved.{driver,display,os}_bytes, efficiency.{prefill_compute,decode_bandwidth},
+    efficiency.by_dtype.<dtype>.{prefill_compute,decode_bandwidth} and efficiency.expert_gemm_half_rows (where written).
+    ``published`` figures are not in it: each already carries its own source.
+    """
+    fields = ["memory_bytes", "memory_bandwidth_bytes_per_s"]
+    fields += [f"peak_flops.{dtype}" for dtype in data.get("peak_flops") or {}]
+    fields += [f"{link}.{_LINK_FIGURE}" for link in ("interconnect", "host_link") if data.get(link)]
+    if "usable_memory_fraction" in data:
+        fields.append("usable_memory_fraction")
+    fields += [f"reserved.{key}" for key in RESERVE_FIGURES]
+    eff = data.get("efficiency") or {}
+    fields += [f"efficiency.{key}" for key in _EFFICIENCY_FIGURES]
+    for dtype in eff.get("by_dtype") or {}:
+        fields += [f"efficiency.by_dtype.{dtype}.{key}" for key in _EFFICIENCY_FIGURES]
+    if "expert_gemm_half_rows" in eff:
+        fields.append("efficiency.expert_gemm_half_rows")
+    return fields
+
+
+def _parse_provenance(block: Any, fields: list[str], path: Path) -> dict[str, FieldSource]:
+    """Validate ``provenance``: one {kind, source} per numeric figure, no more, no less, in ``fields`` order."""
+    if not isinstance(block, dict):
+        raise _fail(path, "provenance", "must be a mapping of dotted field paths (e.g. peak_flops.bf16) to "
+                                        f"{{kind, source}}, got {block!r}")
+    known = set(fields)
+    for key, entry in block.items():
+        if key not in known:
+            raise _fail(path, f"provenance.{key}", f"names no numeric field of this profile; valid: {', '.join(fields)}")
+        if not isinstance(entry, dict):
+            raise _fail(path, f"provenance.{key}", f"must be a mapping {{kind, source}}, got {entry!r}")
+        extra = sorted(set(entry) - {"kind", "source"})
+        if extra:
+            raise _fail(path, f"provenance.{key}.{extra[0]}", "is not a provenance field; valid: kind, source")
+        kind = entry.get("kind")
+        if kind not in PROVENANCE_KINDS:
+            raise _fail(path, f"provenance.{key}.kind", f"is {kind!r}; valid: {', '.join(PROVENANCE_KINDS)}")
+        if kind == "calibrated" and not key.startswith("efficiency."):
+            raise _fail(path, f"provenance.{key}.kind", "is 'calibrated', but only efficiencies are fitted by "
+                                                        "`g4sim calibrate`")
+        source = entry.get("source")
+        if not isinstance(source, str) or not source.strip():
+            raise _fail(path, f"provenance.{key}.source", f"must say where the figure comes from (the document, how it "
+                                                          f"was derived or measured, what an assumption rests on), "
+                                                          f"got {source!r}")
+    missing = [key for key in fields if key not in block]
+    if missing:
+        raise _fail(path, f"provenance.{missing[0]}", f"is missing: every numeric figure needs {{kind, source}} "
+                                                      f"({len(missing)} of {len(fields)} lack one)")
+    return {key: FieldSource(block[key]["kind"], block[key]["source"]) for key in fields}
 
 
 def _parse_reserve(block: dict, memory_bytes: int, path: Path) -> Reserve:

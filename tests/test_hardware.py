@@ -1,12 +1,16 @@
-"""Hardware profiles load, cite their sources, and malformed ones are rejected by file and field."""
+"""Hardware profiles load, cite their sources (every numeric figure its kind and source), and malformed ones are
+rejected by file and field."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from g4sim.hardware import (PROFILE_DIR, RESERVE_FIGURES, ProfileError, Reserve, get_profile, load_profile,
-                            load_profiles, parse_gpu_spec)
+import dataclasses
+from collections import Counter
+
+from g4sim.hardware import (PROFILE_DIR, PROVENANCE_KINDS, RESERVE_FIGURES, FieldSource, ProfileError, Reserve,
+                            get_profile, load_profile, load_profiles, numeric_fields, parse_gpu_spec)
 
 MiB = 2**20
 
@@ -209,3 +213,162 @@ def test_published_measurements_are_cited_with_engine_and_model():
             assert (m.prefill_tokens_per_s or 0) > 0 or (m.decode_tokens_per_s or 0) > 0
     litert = get_profile("rpi5-16gb").published[0]
     assert (litert.engine, litert.model, litert.prefill_tokens_per_s) == ("LiteRT-LM", "e2b", 133.0)
+
+
+# ---- provenance: every numeric figure says what kind of figure it is, and where it comes from ----------------------
+
+def _numeric_leaves(node, prefix=""):
+    """Dotted paths of every int/float leaf of a raw profile, found by walking it (not by the loader's own list)."""
+    for key, value in node.items():
+        if key in ("published", "provenance", "sources"):
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _numeric_leaves(value, dotted + ".")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield dotted
+
+
+def test_every_numeric_figure_has_a_provenance_entry():
+    paths = sorted(PROFILE_DIR.glob("*.yaml"))
+    assert len(paths) == 24
+    for path in paths:
+        data = yaml.safe_load(path.read_text())
+        leaves = list(_numeric_leaves(data))
+        assert "memory_bytes" in leaves and "reserved.os_bytes" in leaves and "efficiency.prefill_compute" in leaves
+        assert list(data["provenance"]) == leaves, path.name  # one entry per figure, none extra, in file order
+        assert numeric_fields(data) == leaves, path.name
+        prof = load_profile(path)
+        assert list(prof.provenance) == leaves
+        for key, entry in data["provenance"].items():
+            assert set(entry) == {"kind", "source"}, (path.name, key)
+            assert entry["kind"] in PROVENANCE_KINDS, (path.name, key, entry["kind"])
+            assert isinstance(entry["source"], str) and len(entry["source"].strip()) >= 20, (path.name, key)
+            assert prof.provenance[key] == FieldSource(entry["kind"], entry["source"])
+            assert prof.kind_of(key) == entry["kind"]
+
+
+# The kinds of every profile's figures, pinned: a figure changing kind (or disappearing) changes its profile's row.
+KIND_COUNTS = {  # datasheet, derived, measured, calibrated, assumed
+    "a100-40gb": (7, 3, 1, 0, 3), "a100-80gb": (7, 3, 1, 0, 3), "a10g": (1, 2, 1, 0, 8),
+    "apple-m3-max-128gb": (2, 0, 1, 0, 8), "apple-m4-pro-48gb": (2, 0, 1, 0, 8), "b200": (9, 3, 1, 0, 3),
+    "ci-cpu-2core": (0, 2, 5, 5, 3), "desktop-ddr5": (0, 1, 0, 0, 10), "h100-pcie": (8, 2, 0, 0, 4),
+    "h100-sxm": (7, 3, 2, 0, 3), "h200": (2, 8, 2, 0, 3), "jetson-orin-nano-8gb": (2, 4, 2, 0, 4),
+    "l4": (3, 6, 1, 0, 3), "l40s": (7, 2, 1, 0, 3), "mi300x": (7, 3, 0, 0, 4), "phone-8gb": (0, 1, 0, 0, 10),
+    "rpi5-16gb": (1, 4, 1, 0, 5), "rpi5-8gb": (1, 4, 1, 0, 5), "rtx3090": (6, 3, 1, 0, 3),
+    "rtx4060ti-16gb": (2, 7, 1, 0, 3), "rtx4080": (7, 2, 0, 0, 4), "rtx4090": (7, 2, 1, 0, 3),
+    "rtx5090": (8, 2, 1, 0, 3), "t4": (5, 2, 1, 0, 3),
+}
+
+
+def test_kind_counts_per_profile():
+    profiles = load_profiles()
+    counts = {name: tuple(Counter(s.kind for s in p.provenance.values()).get(k, 0) for k in PROVENANCE_KINDS)
+              for name, p in profiles.items() if p.path.startswith(str(PROFILE_DIR))}
+    assert counts == KIND_COUNTS
+
+
+def test_efficiencies_never_calibrated_are_assumed_and_ci_cpu_is_calibrated():
+    for name, prof in load_profiles().items():
+        eff = {k: s.kind for k, s in prof.provenance.items() if k.startswith("efficiency.")}
+        if name == "ci-cpu-2core":
+            continue
+        # no g4sim calibration ran on these devices: every efficiency is an assumption, and nothing is 'calibrated'
+        assert eff == {"efficiency.prefill_compute": "assumed", "efficiency.decode_bandwidth": "assumed"}, name
+        assert "calibrated" not in {s.kind for s in prof.provenance.values()}, name
+        if prof.kind == "gpu":
+            assert (prof.efficiency.prefill_compute, prof.efficiency.decode_bandwidth) == (0.55, 0.75), name
+            assert "never calibrated" in prof.source_of("efficiency.prefill_compute").source, name
+    ci = get_profile("ci-cpu-2core")
+    assert {k: s.kind for k, s in ci.provenance.items() if k.startswith("efficiency.")} == {
+        # `g4sim calibrate` fits by_dtype and the expert-GEMM penalty; the top-level pair is the CPU default it never
+        # writes (used only for compute dtypes with no by_dtype entry)
+        "efficiency.prefill_compute": "assumed", "efficiency.decode_bandwidth": "assumed",
+        **{f"efficiency.by_dtype.{dtype}.{key}": "calibrated" for dtype in ("bf16", "fp32")
+           for key in ("prefill_compute", "decode_bandwidth")},
+        "efficiency.expert_gemm_half_rows": "calibrated",
+    }
+    assert all("g4sim calibrate" in s.source for s in ci.provenance.values() if s.kind == "calibrated")
+
+
+def test_named_figures_have_their_kind():
+    """A few figures whose kind is a fact worth pinning by name."""
+    expect = {
+        ("h100-sxm", "memory_bytes"): "measured",  # nvidia-smi's 81559 MiB, not the datasheet's 80 GB
+        ("h200", "memory_bytes"): "measured",
+        ("rtx4090", "memory_bytes"): "datasheet",
+        ("rtx4090", "peak_flops.bf16"): "datasheet",
+        ("rtx4090", "interconnect.bandwidth_bytes_per_s_per_direction"): "derived",  # PCIe arithmetic
+        ("h100-sxm", "interconnect.bandwidth_bytes_per_s_per_direction"): "derived",  # half of 900 GB/s both ways
+        ("l4", "peak_flops.bf16"): "derived",  # half the datasheet's with-sparsity rate
+        ("rtx5090", "peak_flops.fp4"): "datasheet",
+        ("jetson-orin-nano-8gb", "peak_flops.fp32"): "derived",  # cores x 2 x clock
+        ("ci-cpu-2core", "memory_bandwidth_bytes_per_s"): "measured",
+        ("a10g", "peak_flops.bf16"): "assumed",  # the A10's datasheet applied to the A10G
+        ("apple-m4-pro-48gb", "peak_flops.fp32"): "assumed",  # Apple publishes no FLOP/s
+        ("apple-m4-pro-48gb", "usable_memory_fraction"): "measured",
+        ("rtx4090", "reserved.driver_bytes"): "measured",
+        ("rtx4090", "reserved.display_bytes"): "assumed",
+        ("desktop-ddr5", "reserved.os_bytes"): "assumed",
+    }
+    assert {key: get_profile(key[0]).kind_of(key[1]) for key in expect} == expect
+
+
+def test_corrected_figures_carry_their_source():
+    five = get_profile("rtx5090")
+    assert five.peak_flops["fp4"] == 1676e12 and "1676" in five.source_of("peak_flops.fp4").source  # whitepaper, dense
+    jetson = get_profile("jetson-orin-nano-8gb")
+    assert jetson.peak_flops["fp32"] == 1024 * 2 * 1.02e9 and "1020 MHz" in jetson.source_of("peak_flops.fp32").source
+
+
+def test_kind_of_unknown_field_names_the_valid_ones():
+    prof = get_profile("rtx4090")
+    with pytest.raises(KeyError, match="peak_flops.fp4.*memory_bytes"):
+        prof.kind_of("peak_flops.fp4")  # the 4090 has no fp4 rate
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prof.provenance = {}  # type: ignore[misc]
+
+
+def _prov(key, **changes):
+    """A mutation changing (or, with value None, dropping) fields of one provenance entry."""
+    def mutate(d):
+        for k, v in changes.items():
+            if v is None:
+                d["provenance"][key].pop(k)
+            else:
+                d["provenance"][key][k] = v
+    return mutate
+
+
+@pytest.mark.parametrize("field,mutate", [
+    ("provenance", lambda d: d.pop("provenance")),
+    ("provenance", lambda d: d.update(provenance=["memory_bytes: datasheet"])),
+    ("provenance.peak_flops.bf16", lambda d: d["provenance"].pop("peak_flops.bf16")),  # an entry missing
+    ("provenance.memory_bytes", lambda d: (d["provenance"].pop("memory_bytes"),
+                                           d["provenance"].pop("reserved.os_bytes"))),  # the first missing is named
+    ("provenance.memory_bytes.kind", _prov("memory_bytes", kind="guess")),
+    ("provenance.memory_bytes.kind", _prov("memory_bytes", kind="Datasheet")),
+    ("provenance.memory_bytes.kind", _prov("memory_bytes", kind=None)),
+    ("provenance.memory_bytes.kind", _prov("memory_bytes", kind="calibrated")),  # only efficiencies are calibrated
+    ("provenance.memory_bytes.source", _prov("memory_bytes", source="")),
+    ("provenance.memory_bytes.source", _prov("memory_bytes", source="   ")),
+    ("provenance.memory_bytes.source", _prov("memory_bytes", source=None)),
+    ("provenance.memory_bytes.sorce", _prov("memory_bytes", sorce="x")),
+    ("provenance.memory_bytes", lambda d: d["provenance"].update(memory_bytes="datasheet")),
+    ("provenance.peak_flops.fp4", lambda d: d["provenance"].update(
+        {"peak_flops.fp4": {"kind": "datasheet", "source": "a rate this card does not have"}})),  # names no field
+    ("provenance.name", lambda d: d["provenance"].update(name={"kind": "datasheet", "source": "not a number"})),
+    ("provenance.interconnect.bandwidth_bytes_per_s_per_direction", lambda d: d.update(interconnect=None)),
+    ("provenance.peak_flops.fp4", lambda d: d["peak_flops"].update(fp4=1.0e15)),  # a new figure with no entry
+    ("provenance.usable_memory_fraction", lambda d: d.update(usable_memory_fraction=0.9)),
+    ("provenance.efficiency.expert_gemm_half_rows", lambda d: d["efficiency"].update(expert_gemm_half_rows=10.0)),
+])
+def test_malformed_provenance_names_file_and_field(tmp_path, field, mutate):
+    test_malformed_profile_names_file_and_field(tmp_path, field, mutate)
+
+
+def test_missing_provenance_entry_message(tmp_path):
+    path = _write(tmp_path, "half-gpu", lambda d: d["provenance"].pop("efficiency.decode_bandwidth"))
+    with pytest.raises(ProfileError, match=r"half-gpu.yaml: field 'provenance.efficiency.decode_bandwidth' is missing: "
+                                           r"every numeric figure needs \{kind, source\} \(1 of 13 lack one\)$"):
+        load_profile(path)

@@ -54,7 +54,7 @@ def gpus(as_json: bool = typer.Option(False, "--json", help="Machine-readable ou
                                 "peak_flops": p.peak_flops} for p in profiles.values()], indent=2))
         return
     wide = console.width >= 120  # the vendor's full name needs room; the profile name never gets cut
-    table = Table(title="Hardware profiles (datasheet figures; sources in each YAML)", title_justify="left",
+    table = Table(title="Hardware profiles (each figure's kind and source: the YAML's provenance block)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = ["name", *(["device"] if wide else []), "kind", "memory", "usable", "GB/s", "bf16 TF/s", "link"]
     rows = [[p.name, *([p.display_name] if wide else []), p.kind, f"{p.memory_bytes / 2**30:,.1f} GiB",

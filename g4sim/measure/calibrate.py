@@ -89,6 +89,14 @@ def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> P
     if halves:
         eff["expert_gemm_half_rows"] = halves.pop()
     eff["provenance"] = note
+    # every figure written is a calibrated one: stamp its provenance entry, drop entries of removed dtypes
+    prov = data.setdefault("provenance", {})
+    for key in [k for k in prov if k.startswith("efficiency.by_dtype.")]:
+        del prov[key]
+    written = [f"efficiency.by_dtype.{d}.{k}" for d in eff["by_dtype"] for k in ("prefill_compute", "decode_bandwidth")]
+    written += ["efficiency.expert_gemm_half_rows"] if halves or "expert_gemm_half_rows" in eff else []
+    for key in written:
+        prov[key] = {"kind": "calibrated", "source": note}
     parse_profile(data, path)  # refuse to write a profile that would not load
     header = path.read_text().splitlines()[0] if path.read_text().startswith("#") else ""
     with atomic(path) as tmp, open(tmp, "w") as f:
