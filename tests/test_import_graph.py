@@ -8,7 +8,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "g4sim"
 RANK = {  # a module may import only packages of a lower rank (or its own package)
-    "units": 0, "errors": 0, "files": 0, "spec": 1, "hardware": 1, "analytic": 2, "model": 3, "engines": 3, "evaluation": 4,
+    "units": 0, "errors": 0, "files": 0, "spec": 1, "hardware": 1, "analytic": 2, "weightfiles": 2, "model": 3, "engines": 3, "evaluation": 4,
     "scenarios": 4, "plan": 5, "measure": 5, "outputs": 6, "cli": 7,
 }
 

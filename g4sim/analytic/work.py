@@ -12,6 +12,8 @@ experts the batch actually touches — ``E (1 - (1 - k/E)^B)`` per layer for B t
 uniformly and independently (the probability an expert is missed by one token is 1 - k/E) — one
 embedding / PLE row per sequence, and the KV cache each layer reads (shared layers re-read theirs).
 How many cells a layer's cache holds is the engine's rule, passed in as ``kv_cells(layer, ctx)``.
+Weight bytes are priced from the spec in a format, or, given the exact weight file
+(``g4sim.weightfiles.WeightFile``, passed as ``file``), read from its tensors as stored.
 No torch import.
 """
 
@@ -102,8 +104,14 @@ def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1) -> fl
 
 
 @lru_cache(maxsize=256)
-def _weight_bytes_by_layer(spec: ModelSpec, quant: str) -> tuple[dict[int, tuple[int, int]], int, int]:
-    """(per layer: dense bytes, bytes of ONE expert), LM-head bytes, global non-table bytes."""
+def _weight_bytes_by_layer(spec: ModelSpec, quant: str, file=None) -> tuple[dict[int, tuple[int, int]], int, int]:
+    """(per layer: dense bytes, bytes of ONE expert), LM-head bytes, global non-table bytes.
+
+    ``file``: a ``g4sim.weightfiles.WeightFile`` whose text tensors' stored bytes replace the
+    spec's priced ones (tower tensors are not read per step; the PLE table is read a row per token).
+    """
+    if file is not None:
+        return _file_bytes_by_layer(spec, file)
     fmt, qc = get_quant(quant), quant_context(spec.text)
     per_layer: dict[int, list[int]] = {i: [0, 0] for i in range(spec.text.num_layers)}
     lm_head = glob = 0
@@ -122,11 +130,31 @@ def _weight_bytes_by_layer(spec: ModelSpec, quant: str) -> tuple[dict[int, tuple
     return {i: (d, e) for i, (d, e) in per_layer.items()}, lm_head, glob
 
 
-def decode_step_bytes(spec: ModelSpec, ctx: int, batch: int, quant: str, kv_dtype: str,
-                      kv_cells: Callable[[int, int], int]) -> float:
-    """Bytes moved by one decode step of ``batch`` sequences whose caches hold ``ctx`` positions."""
+def _file_bytes_by_layer(spec: ModelSpec, file) -> tuple[dict[int, tuple[int, int]], int, int]:
     t = spec.text
-    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant)
+    per_layer: dict[int, list[int]] = {i: [0, 0] for i in range(t.num_layers)}
+    lm_head = glob = 0
+    for _name, component, layer, _type, b in file.tensors:
+        if component in ("vision_tower", "audio_tower", "ple_table"):
+            continue
+        if component in ("token_embedding", "lm_head"):
+            if component == "lm_head" or t.tie_word_embeddings:
+                lm_head += b  # the output head is read whole every step (the tied embedding, or lm_head)
+        elif layer < 0:
+            glob += b
+        elif component == "experts":
+            per_layer[layer][1] += b // t.num_experts
+        else:
+            per_layer[layer][0] += b
+    return {i: (d, e) for i, (d, e) in per_layer.items()}, lm_head, glob
+
+
+def decode_step_bytes(spec: ModelSpec, ctx: int, batch: int, quant: str, kv_dtype: str,
+                      kv_cells: Callable[[int, int], int], file=None) -> float:
+    """Bytes moved by one decode step of ``batch`` sequences whose caches hold ``ctx`` positions
+    (``file``: the exact weight file, whose stored bytes are read)."""
+    t = spec.text
+    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant, file)
     experts_hit = expected_distinct_experts(t.num_experts, t.top_k_experts, batch) if t.enable_moe_block else 0.0
     weights = glob + lm_head + sum(d + experts_hit * e for d, e in per_layer.values())
     row = get_quant(quant).high_precision_bytes if get_quant(quant).family != "gguf" else 2
@@ -154,6 +182,6 @@ def decode_step_flop(spec: ModelSpec, ctx: int, batch: int) -> float:
     return flop + batch * 2.0 * t.hidden_size * t.vocab_size
 
 
-def prefill_weight_bytes(spec: ModelSpec, quant: str) -> float:
-    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant)
+def prefill_weight_bytes(spec: ModelSpec, quant: str, file=None) -> float:
+    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant, file)
     return glob + lm_head + sum(d + spec.text.num_experts * e for d, e in per_layer.values())

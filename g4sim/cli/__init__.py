@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 
 from g4sim.cli import info, measure, plan, tables  # noqa: F401  (registers the commands)
+from g4sim.cli import files  # noqa: F401  (registers `inspect`)
 from g4sim.cli.app import app
 from g4sim.errors import UserError
 

@@ -46,6 +46,35 @@ def engine_settings(**given: Any) -> dict[str, Any]:
     return settings
 
 
+def weight_file(gguf: str | None, checkpoint: str | None, **others: str | None):
+    """The file ``--gguf`` / ``--checkpoint`` names, read header-only (None when neither is given).
+
+    The file fixes the model and its format, so ``--model``, ``--config``, ``--quant`` and ``--from``
+    are refused beside it."""
+    if gguf is None and checkpoint is None:
+        return None
+    flag = "--gguf" if gguf is not None else "--checkpoint"
+    if gguf is not None and checkpoint is not None:
+        raise UserError("give --gguf FILE or --checkpoint DIR, not both")
+    clash = next((name for name, v in others.items() if v is not None), None)
+    if clash:
+        option = {"from_command": "--from"}.get(clash, f"--{clash}")
+        raise UserError(f"{flag} fixes the model and its weight format; drop {option}")
+    from pathlib import Path
+
+    from g4sim.weightfiles import WeightFileError, read_checkpoint, read_gguf
+
+    path = Path(gguf if gguf is not None else checkpoint)
+    if gguf is not None and path.is_dir():
+        raise UserError(f"--gguf {gguf!r} is a directory; give a .gguf file (--checkpoint reads a checkpoint directory)")
+    if checkpoint is not None and path.is_file():
+        raise UserError(f"--checkpoint {checkpoint!r} is a file; give the checkpoint's directory (--gguf reads a GGUF file)")
+    try:
+        return read_gguf(path) if gguf is not None else read_checkpoint(path)
+    except WeightFileError as exc:
+        raise UserError(str(exc)) from exc
+
+
 def _engine(name: str | None, settings: dict, w, device, gpus: int):
     """(engine, why auto chose it) — the named one with its settings, or auto's pick."""
     from g4sim.engines import EngineError, get_engine
@@ -71,6 +100,10 @@ def plan(
     config: Optional[str] = typer.Option(None, "--config", help="Plan any HF config.json (or a directory holding one)."),
     from_command: Optional[str] = typer.Option(None, "--from", help="Plan the command you run: \"llama-server -m ...\", "
                                                "\"vllm serve ...\"."),
+    gguf: Optional[str] = typer.Option(None, "--gguf", help="Plan exactly this GGUF file (model, format and every "
+                                       "tensor's bytes from the file; runs in llama.cpp)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Plan exactly this HF checkpoint directory "
+                                             "(config.json + safetensors; AWQ / GPTQ / FP8 / NVFP4 as it states)."),
     ctx: Optional[str] = typer.Option(None, "--ctx", "-c", help="Context per sequence: 8192, 32k, 256k (default 8k)."),
     gpu: str = typer.Option("rtx4090", "--gpu", "-g", help="Hardware profile (see `g4sim gpus`); NAME:N for N of them."),
     gpus: Optional[int] = typer.Option(None, "--gpus", min=1, max=64, help="How many GPUs of --gpu."),
@@ -115,6 +148,7 @@ def plan(
         max_num_batched_tokens=max_num_batched_tokens, block_size=block_size, enforce_eager=enforce_eager)
     if text_only and (with_vision or with_audio):
         raise UserError("--text-only cannot be combined with --with-vision / --with-audio")
+    file = weight_file(gguf, checkpoint, model=model, config=config, quant=quant, from_command=from_command)
     device, count = resolve_gpu(gpu, gpus)
     margin_ = resolve_margin(margin)
     choice = ""
@@ -125,13 +159,20 @@ def plan(
         given += [f"engine setting {k}" for k in settings]
         if given:
             raise UserError(f"--from fixes the engine, its settings and the workload; drop {given[0]} or edit the command")
-        from g4sim.plan.commandline import request_from_command
+        from g4sim.plan.commandline import read_command, request_from_command
 
         try:
-            req = request_from_command(from_command, resolve_spec(model, None) if model else None, device, gpus=count,
-                                       margin=margin_, display_attached=not headless)
+            named = read_command(from_command).parsed.file  # the command's -m file / checkpoint, when it is here
+            if named is not None and model:
+                raise UserError(f"the command names {named.path}, which holds {named.spec.name}; drop --model")
+            spec_ = named.spec if named is not None else resolve_spec(model, None) if model else None
+            req = request_from_command(from_command, spec_, device, gpus=count, margin=margin_,
+                                       display_attached=not headless)
         except EngineError as exc:
             raise UserError(str(exc)) from exc
+        if named is not None:
+            req = req.with_workload(file=named)  # kept while the command's format is the file's
+        file = req.workload.file
         spec = req.spec
         if req.workload.ctx > spec.max_context and not allow_beyond_max:
             raise UserError(f"the command's context {req.workload.ctx:,} is beyond {spec.name}'s maximum of "
@@ -140,16 +181,16 @@ def plan(
         if problem:
             raise UserError(problem)
     else:
-        spec = resolve_spec(model, config)
+        spec = file.spec if file is not None else resolve_spec(model, config)
         if with_vision and spec.vision is None:
             raise UserError(f"{spec.name} has no vision tower")
         if with_audio and spec.audio is None:
             raise UserError(f"{spec.name} has no audio tower (audio: e2b, e4b)")
         ctx_tokens = resolve_context(ctx or "8k", spec, allow_beyond_max)
         name = resolve_engine_name(engine)
-        q = resolve_quant(quant) if quant else None
+        q = file.format if file is not None else resolve_quant(quant) if quant else None
         kv = resolve_kv_dtype(kv_dtype) if kv_dtype else None
-        w = Workload(spec, ctx_tokens, batch or 1, q or "bf16", kv or "bf16", with_vision, with_audio)
+        w = Workload(spec, ctx_tokens, batch or 1, q or "bf16", kv or "bf16", with_vision, with_audio, file)
         if q is None:
             from g4sim.engines import ENGINES, get_engine
 
@@ -176,8 +217,16 @@ def plan(
     except Incompatible as exc:
         raise UserError(str(exc)) from exc
     if as_json:
-        typer.echo(json.dumps(plan_to_dict(result), indent=2))
+        data = plan_to_dict(result)
+        if file is not None:
+            data["file"] = file.summary()
+        typer.echo(json.dumps(data, indent=2))
     else:
         from g4sim.outputs.render import render_plan
 
+        if file is not None:
+            kind = "GGUF file" if file.kind == "gguf" else "safetensors checkpoint"
+            out.print(f"file {file.path}: {kind}, {file.label} (g4sim plans it as {file.format}), "
+                      f"{len(file.tensors):,} tensors, {file.total_bytes:,} bytes of weights (`g4sim inspect` lists "
+                      "them)", soft_wrap=True)
         render_plan(result, out)

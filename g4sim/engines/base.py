@@ -16,6 +16,11 @@ and overrides what differs from the base rules:
   allocation rules, as ``MemoryTerm``s of the shared component vocabulary;
 * ``launch_command`` and ``parse_command`` — the command that realises a plan, and the reverse.
 
+A workload may carry the exact weight file a user downloaded (``Workload.file``, a
+``g4sim.weightfiles.WeightFile``): then ``weight_terms`` prices each of the file's tensors at its
+stored bytes instead of pricing the spec in a format, ``file_kinds`` says which files an engine
+loads (GGUF, safetensors checkpoints), and the launch command names the file.
+
 Nothing outside an engine's module branches on an engine's name.  No torch import.
 """
 
@@ -33,6 +38,7 @@ from g4sim.analytic.memory import MemoryBreakdown, MemoryTerm, kv_layer_bytes, l
 from g4sim.analytic.quant import get_kv_dtype, get_quant
 from g4sim.spec import ModelSpec, TextSpec
 from g4sim.units import MiB
+from g4sim.weightfiles import TOWERS, FileTensor, WeightFile
 
 HF_REPOS = {  # repository names as referenced by transformers' convert_gemma4_weights.py (…-it variants)
     "e2b": "google/gemma-4-E2B-it", "e4b": "google/gemma-4-E4B-it",
@@ -40,6 +46,7 @@ HF_REPOS = {  # repository names as referenced by transformers' convert_gemma4_w
 }
 FLOAT_FORMATS = frozenset({"fp32", "bf16", "fp16"})
 _TOWERS = (Component.VISION_TOWER, Component.AUDIO_TOWER)
+FILE_KINDS = {"gguf": "GGUF files", "safetensors": "safetensors checkpoints"}
 
 
 class EngineError(ValueError):
@@ -75,7 +82,12 @@ class Option:
 
 @dataclass(frozen=True)
 class Workload:
-    """What is served, independent of the engine: model, context per sequence, sequences, formats."""
+    """What is served, independent of the engine: model, context per sequence, sequences, formats.
+
+    ``file``: the exact weight file served (its ``spec`` and ``format`` are this workload's).  A
+    workload whose ``quant`` is another format (a layout that tries another format) is another file:
+    it carries none and its weights are priced from the spec.
+    """
 
     spec: ModelSpec
     ctx: int
@@ -84,6 +96,16 @@ class Workload:
     kv_dtype: str = "bf16"
     vision: bool = False
     audio: bool = False
+    file: WeightFile | None = None
+
+    def __post_init__(self) -> None:
+        f = self.file
+        if f is None:
+            return
+        if f.format != self.quant:
+            object.__setattr__(self, "file", None)
+        elif f.spec.text is not self.spec.text and f.spec.text != self.spec.text:
+            raise ValueError(f"{f.path} holds {f.spec.name}, not the workload's {self.spec.name}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,7 @@ class Parsed:
     batch: int | None
     gpus: int | None  # None: the command does not fix it (e.g. device_map='auto' takes every visible GPU)
     vision: bool | None = None
+    file: WeightFile | None = None  # the weight file the command names, when it exists and g4sim read it
 
 
 def activation_bytes_per_element(quant: str) -> int:
@@ -165,6 +188,7 @@ class Engine:
     caps: ClassVar[Caps] = Caps(frozenset(), frozenset(), frozenset())
     options: ClassVar[tuple[Option, ...]] = ()
     command_names: ClassVar[tuple[str, ...]] = ()  # executables whose command lines this engine parses
+    file_kinds: ClassVar[frozenset[str]] = frozenset({"safetensors"})  # weight files it loads (FILE_KINDS)
 
     ple_location: Location = Location.ACCELERATOR
     logits_kept: int = 1  # positions whose logits are computed in prefill
@@ -198,8 +222,14 @@ class Engine:
         if device.kind not in c.device_kinds or (c.vendors is not None and device.vendor not in c.vendors):
             where = ", ".join(sorted(c.device_kinds)) + (f" ({', '.join(sorted(c.vendors))})" if c.vendors else "")
             return f"{self.name} does not run on {device.name} ({device.kind}, {device.vendor}); it runs on: {where}"
+        if w.file is not None:
+            if w.file.kind not in self.file_kinds:
+                loads = ", ".join(FILE_KINDS[k] for k in sorted(self.file_kinds)) or "no weight file g4sim reads"
+                return f"{self.name} does not load {FILE_KINDS[w.file.kind]} ({w.file.name}); it loads: {loads}"
+            if not prices_files(type(self)):
+                return f"g4sim does not yet price a given weight file in {self.name}"
         fmt = get_quant(w.quant).name
-        if fmt not in c.weight_formats:
+        if not self.loads_format(fmt, w):
             return f"{self.name} does not load {fmt} weights; it loads: {', '.join(sorted(c.weight_formats))}"
         kv = get_kv_dtype(w.kv_dtype).name
         if kv not in c.kv_dtypes:
@@ -213,6 +243,10 @@ class Engine:
                 return f"{device.name} has no interconnect for tensor parallelism"
         return None
 
+    def loads_format(self, fmt: str, w: Workload) -> bool:
+        """Whether this engine loads weights of format ``fmt`` (``w`` says whether they come as a file)."""
+        return fmt in self.caps.weight_formats
+
     def budget_bytes(self, usable_device_bytes: int, device_memory_bytes: int) -> int:
         """Of the device's usable memory (after the OS / display / driver), what a deployment may use."""
         return usable_device_bytes
@@ -221,8 +255,22 @@ class Engine:
     def placement(self, component: Component) -> Location:
         return self.ple_location if component is Component.PLE_TABLE else Location.ACCELERATOR
 
-    def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool) -> list[MemoryTerm]:
+    def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool,
+                     file: WeightFile | None = None) -> list[MemoryTerm]:
+        """Weight bytes per component and where they live; with ``file``, the file's tensors as stored."""
         fmt = get_quant(quant)
+        if file is not None:
+            counts: dict[str, int] = {}
+            for x in file_tensors(file, vision, audio):
+                counts[x.component] = counts.get(x.component, 0) + 1
+            terms = [MemoryTerm(Component(c), n, self.placement(Component(c)),
+                                f"{file.label}: {counts[c]} tensors of {file.name}, bytes as stored")
+                     for c, n in file.by_component(file_tensors(file, vision, audio)).items()]
+            return terms + [  # towers the file does not hold (a GGUF's ship as a separate mmproj file)
+                MemoryTerm(Component(c), n, self.placement(Component(c)), f"{fmt.name}: priced from the spec "
+                           f"({file.name} does not hold it)")
+                for c, n in weight_bytes_by_component(spec, quant, vision=vision, audio=audio).items()
+                if c in missing_towers(file, vision, audio)]
         return [
             MemoryTerm(Component(name), n, self.placement(Component(name)),
                        f"{fmt.name}: sum over tensors of stored bytes"
@@ -362,6 +410,25 @@ def _kv_share(t: TextSpec, component: Component, gpus: int, n: int, style: Paral
     return n * math.ceil(kvh / gpus) // kvh
 
 
+def file_tensors(file: WeightFile, vision: bool, audio: bool) -> tuple[FileTensor, ...]:
+    """The file's text tensors plus those of the towers asked for."""
+    skip = {c for c, asked in zip(TOWERS, (vision, audio)) if not asked}
+    return tuple(x for x in file.tensors if x.component not in skip)
+
+
+def missing_towers(file: WeightFile, vision: bool, audio: bool) -> tuple[str, ...]:
+    """Towers asked for that the file does not hold (priced from the spec instead)."""
+    return tuple(c for c, asked in zip(TOWERS, (vision, audio)) if asked and not file.has(c))
+
+
+@lru_cache(maxsize=None)
+def prices_files(cls: type[Engine]) -> bool:
+    """Whether ``cls.weight_terms`` takes a ``file`` (an engine written before files were planned does not)."""
+    import inspect
+
+    return "file" in inspect.signature(cls.weight_terms).parameters
+
+
 @lru_cache(maxsize=8192)  # searches and sweeps re-price the same deployment many times
 def _memory(engine: Engine, w: Workload, device_kind: str) -> MemoryBreakdown:
     if w.ctx <= 0 or w.batch <= 0:
@@ -369,7 +436,10 @@ def _memory(engine: Engine, w: Workload, device_kind: str) -> MemoryBreakdown:
     get_quant(w.quant), get_kv_dtype(w.kv_dtype)  # validate names early
     t = w.spec.text
     terms: list[MemoryTerm] = []
-    terms += engine.weight_terms(w.spec, w.quant, vision=w.vision, audio=w.audio)
+    if w.file is None:
+        terms += engine.weight_terms(w.spec, w.quant, vision=w.vision, audio=w.audio)
+    else:
+        terms += engine.weight_terms(w.spec, w.quant, vision=w.vision, audio=w.audio, file=w.file)
     terms += engine.kv_terms(t, ctx=w.ctx, batch=w.batch, kv_dtype=w.kv_dtype)
     terms += engine.activation_terms(t, ctx=w.ctx, batch=w.batch, quant=w.quant)
     terms += engine.overhead_terms(terms, device_kind=device_kind)

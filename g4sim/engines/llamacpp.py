@@ -19,6 +19,9 @@ Sources (ggml-org/llama.cpp):
   backend supports it), several GPUs split by layer (``split_mode = LAYER``).
 * Checked against a real llama.cpp (llama-cpp-python 0.3.36, ``scripts/llamacpp_check.py``): KV cells,
   layers and K/V bytes and the model buffer match its log exactly (tests/test_llamacpp_rule.py).
+* Given the exact file (``Workload.file``), every tensor is placed by the same rules at the bytes
+  the file stores (``_file_priced``), and ``-m`` names that file; ``--from`` reads a ``-m`` file that
+  exists on this machine (``g4sim.weightfiles``).
 * The compute buffer is estimated, not read from the source (it under-estimates small models): the
   largest of the micro-batch's logits (n_ubatch x vocab x 4 B, reserved for a full micro-batch of
   outputs), its MLP / MoE intermediates, and, without flash attention, the F32 attention scores
@@ -29,8 +32,10 @@ Runs on every device kind (CUDA, ROCm, Metal, Vulkan, CPU).  No torch import.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import ClassVar
 
 from g4sim.analytic.components import Component, Location
@@ -39,10 +44,11 @@ from g4sim.analytic.quant import QUANT_FORMATS, get_kv_dtype, get_quant
 from g4sim.analytic.tensors import model_tensors, quant_context
 from g4sim.engines.base import (
     HF_REPOS, Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, flag_values, join_command,
-    model_from_name, split_command, to_int,
+    missing_towers, model_from_name, split_command, to_int,
 )
-from g4sim.spec import ModelSpec, TextSpec
+from g4sim.spec import VARIANTS, ModelSpec, TextSpec
 from g4sim.units import MiB
+from g4sim.weightfiles import PLE_TABLE, TOKEN_EMBEDDING, TOWERS, WeightFile, WeightFileError, read_gguf
 
 CTX_PAD = 256
 GGUF_FORMATS = frozenset(n for n, f in QUANT_FORMATS.items() if f.family == "gguf") | {"bf16", "fp16", "fp32"}
@@ -85,6 +91,7 @@ class LlamaCppEngine(Engine):
                "common/common.h kv_unified = false; tools/server sets it (with 4 slots) when -np is not given"),
     )
     command_names: ClassVar[tuple[str, ...]] = ("llama-server", "llama-cli")
+    file_kinds: ClassVar[frozenset[str]] = frozenset({"gguf"})
     n_ubatch: int = 512
     n_seq_max: int = 1  # parallel slots (-np): bound to the workload's batch
     kv_unified: bool = False  # llama-server with an explicit -np (g4sim always prints -np)
@@ -155,8 +162,9 @@ class LlamaCppEngine(Engine):
         return Location.ACCELERATOR if self.n_gpu_layers > 0 else Location.HOST
 
     # ---- weights -----------------------------------------------------------------------
-    def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool) -> list[MemoryTerm]:
-        return list(_weight_terms(spec, quant, vision, audio, self.n_gpu_layers, self.n_cpu_moe))
+    def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool,
+                     file: WeightFile | None = None) -> list[MemoryTerm]:
+        return list(_weight_terms(spec, quant, vision, audio, self.n_gpu_layers, self.n_cpu_moe, file))
 
     # ---- compute buffers -----------------------------------------------------------------
     def chunk_tokens(self, ctx: int) -> int:
@@ -185,6 +193,9 @@ class LlamaCppEngine(Engine):
     def launch_command(self, w: Workload, gpus: int, device) -> str:
         fmt = get_quant(w.quant).name
         gguf = f"{HF_REPOS.get(w.spec.name, w.spec.name).split('/')[-1]}-{_FILE_TYPE[fmt]}.gguf"
+        mmproj = f"mmproj-{gguf.rsplit('-', 1)[0]}-F16.gguf"
+        if w.file is not None:  # the exact file (the mmproj file beside it, as GGUF repositories ship it)
+            gguf, mmproj = shlex.quote(w.file.path), shlex.quote(str(Path(w.file.path).with_name("mmproj-F16.gguf")))
         parts = [f"llama-server -m {gguf}", f"-c {w.ctx * w.batch}", f"-np {w.batch}",
                  f"-ngl {self.n_gpu_layers}", f"-ub {self.n_ubatch}", f"-fa {'on' if self.flash_attn else 'off'}",
                  f"-ctk {_CACHE_TYPE[w.kv_dtype]}", f"-ctv {_CACHE_TYPE[self.cache_type_v or w.kv_dtype]}"]
@@ -197,7 +208,7 @@ class LlamaCppEngine(Engine):
         if gpus > 1:
             parts.append("-sm layer -ts " + ",".join(["1"] * gpus))
         if w.vision:
-            parts.append(f"--mmproj mmproj-{gguf.rsplit('-', 1)[0]}-F16.gguf")
+            parts.append(f"--mmproj {mmproj}")
         return join_command(parts)
 
     @classmethod
@@ -217,6 +228,13 @@ class LlamaCppEngine(Engine):
         upper = path.upper().removesuffix(".GGUF")
         quant = next((f for f, tag in sorted(_FILE_TYPE.items(), key=lambda kv: -len(kv[1]))
                       if upper.endswith("-" + tag) or upper.endswith("." + tag) or upper.endswith("_" + tag)), None)
+        file = None
+        if Path(str(v["model"])).is_file():  # a file on this machine: plan exactly it
+            try:
+                file = read_gguf(str(v["model"]))
+            except WeightFileError as exc:
+                raise EngineError(str(exc)) from None
+            quant = file.format
         if quant is None:
             raise EngineError(f"cannot tell the GGUF type from {path!r}; name it like gemma-4-31B-it-Q4_K_M.gguf "
                               "(types: " + ", ".join(sorted(_FILE_TYPE.values())) + ")")
@@ -245,8 +263,9 @@ class LlamaCppEngine(Engine):
             raise EngineError(f"-np {batch} must be a positive integer (llama-server's auto, -1, is -np omitted)")
         ctx = to_int("-c", v["ctx"]) // batch if "ctx" in v else None
         gpus = len(str(v["ts"]).split(",")) if "ts" in v else (None if v.get("sm") in ("layer", "row") else 1)
-        return Parsed(cls(**settings), model_from_name(path), quant, kv, ctx or None, batch, gpus,
-                      True if "mmproj" in v else None)
+        model = model_from_name(path) if file is None else (file.spec.name if file.spec.name in VARIANTS else None)
+        return Parsed(cls(**settings), model, quant, kv, ctx or None, batch, gpus,
+                      True if "mmproj" in v else None, file)
 
 
 def cell_bytes(t: TextSpec, layer: int, k_type: str, v_type: str, flash_attn: bool) -> tuple[int, int]:
@@ -273,16 +292,31 @@ def _priced(spec: ModelSpec, quant: str, vision: bool, audio: bool) -> tuple[tup
                  for x in model_tensors(spec, vision=vision, audio=audio))
 
 
+@lru_cache(maxsize=16)
+def _file_priced(file: WeightFile, spec: ModelSpec, quant: str, vision: bool,
+                 audio: bool) -> tuple[tuple[Component, str, int, int], ...]:
+    """(component, kind, layer, bytes) of every tensor of a given GGUF file, at its stored bytes; towers
+    asked for that the file does not hold (the separate mmproj file) priced as ``_priced`` prices them."""
+    kinds = {TOKEN_EMBEDDING: "token_embd", PLE_TABLE: "ple_table"}  # input tensors (host memory)
+    asked = {c for c, a in zip(TOWERS, (vision, audio)) if a}
+    order = list(Component)  # rows in the vocabulary's order (as the spec lists its tensors), layers ascending
+    rows = sorted(((Component(x.component), kinds.get(x.component, "other"), x.layer, x.bytes) for x in file.tensors
+                   if x.component not in TOWERS or x.component in asked), key=lambda r: order.index(r[0]))
+    missing = {Component(c) for c in missing_towers(file, vision, audio)}
+    return tuple(rows) + tuple(r for r in _priced(spec, quant, vision, audio) if r[0] in missing)
+
+
 @lru_cache(maxsize=1024)  # searches and sweeps re-place the same file at many contexts and offload settings
 def _weight_terms(spec: ModelSpec, quant: str, vision: bool, audio: bool, n_gpu_layers: int,
-                  n_cpu_moe: int) -> tuple[MemoryTerm, ...]:
+                  n_cpu_moe: int, file: WeightFile | None = None) -> tuple[MemoryTerm, ...]:
     t = spec.text
     gpu_start = max(t.num_layers + 1 - n_gpu_layers, 0)
     output_on_gpu = n_gpu_layers > t.num_layers
     acc: dict[tuple[Component, Location], int] = {}
     gpu, host = Location.ACCELERATOR, Location.HOST
     experts = Component.EXPERTS
-    for c, kind, layer, b in _priced(spec, quant, vision, audio):
+    rows = _priced(spec, quant, vision, audio) if file is None else _file_priced(file, spec, quant, vision, audio)
+    for c, kind, layer, b in rows:
         if kind in ("token_embd", "ple_table"):
             where = host  # input tensors stay in host memory
             if kind == "token_embd" and t.tie_word_embeddings and output_on_gpu:
@@ -292,8 +326,8 @@ def _weight_terms(spec: ModelSpec, quant: str, vision: bool, audio: bool, n_gpu_
         else:
             where = gpu if layer >= gpu_start and not (c is experts and layer < n_cpu_moe) else host
         acc[(c, where)] = acc.get((c, where), 0) + b
-    fmt_name = get_quant(quant).name
-    return tuple(MemoryTerm(c, n, where, f"{fmt_name} GGUF tensors; " + (
+    what = f"{get_quant(quant).name} GGUF tensors" if file is None else f"{file.label} tensors of {file.name} (as stored)"
+    return tuple(MemoryTerm(c, n, where, f"{what}; " + (
         "input tensor kept in host memory" if where is host else "offloaded with -ngl")) for (c, where), n in acc.items())
 
 

@@ -18,14 +18,19 @@ What it loads: bf16 / fp16 / fp32 checkpoints, online FP8 (``--quantization fp8`
 pre-quantized checkpoints whose ``quantization_config`` it reads (W8A16 / W4A16 compressed-tensors,
 AWQ / GPTQ int4, NVFP4, MXFP4).  Devices: NVIDIA (CUDA) and AMD (ROCm) GPUs.  Several GPUs:
 tensor parallelism (``--tensor-parallel-size``).  KV cache: the model dtype (``auto``) or fp8.
+Given the exact checkpoint (``Workload.file``), its tensors are priced at their stored bytes (all
+on the GPU), any AWQ / GPTQ / compressed-tensors int4 group size loads, and ``vllm serve`` names
+the directory; ``--from`` reads a checkpoint directory that exists on this machine.
 No torch import.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import ClassVar
 
 from g4sim.analytic.components import Component, Location
@@ -35,8 +40,9 @@ from g4sim.engines.base import (
     HF_REPOS, Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, flag_values, join_command,
     model_from_name, split_command, to_float, to_int,
 )
-from g4sim.spec import TextSpec
+from g4sim.spec import VARIANTS, TextSpec
 from g4sim.units import GiB, MiB
+from g4sim.weightfiles import WeightFileError, read_checkpoint
 
 # Checkpoint name suffixes of pre-quantized checkpoints (llm-compressor / ModelOpt naming), per format.
 _CHECKPOINT_SUFFIX = {"int8": "W8A16", "int4-g128": "W4A16-G128", "nvfp4": "NVFP4", "mxfp4": "MXFP4"}
@@ -112,6 +118,10 @@ class VllmEngine(Engine):
             return f"NVFP4 checkpoints need FP4 tensor cores (Blackwell); {device.name} has none"
         return None
 
+    def loads_format(self, fmt: str, w: Workload) -> bool:
+        # a checkpoint states its own group size in quantization_config (AWQ / GPTQ / compressed-tensors)
+        return super().loads_format(fmt, w) or (w.file is not None and fmt.startswith("int4-g"))
+
     def budget_bytes(self, usable_device_bytes: int, device_memory_bytes: int) -> int:
         return min(int(device_memory_bytes * self.gpu_memory_utilization), usable_device_bytes)
 
@@ -169,11 +179,13 @@ class VllmEngine(Engine):
         repo = HF_REPOS.get(w.spec.name, w.spec.name)
         if quant in _CHECKPOINT_SUFFIX:  # a pre-quantized checkpoint: vLLM reads its quantization_config
             repo = f"{repo.split('/')[-1]}-{_CHECKPOINT_SUFFIX[quant]}"
+        if w.file is not None:
+            repo = shlex.quote(w.file.path)
         act = activation_dtype(quant)
         parts = [f"vllm serve {repo}", f"--max-model-len {w.ctx}", f"--max-num-seqs {w.batch}"]
         if quant in ("fp16", "fp32"):
             parts.append(f"--dtype {_DTYPE_FLAG[quant]}")
-        if quant == "fp8":
+        if quant == "fp8" and w.file is None:
             parts.append("--quantization fp8")  # online FP8 of the bf16 checkpoint
         if gpus > 1:
             parts.append(f"--tensor-parallel-size {gpus}")
@@ -201,6 +213,7 @@ class VllmEngine(Engine):
             v.get("dtype", "auto"))
         if quant is None:
             raise EngineError(f"--dtype {v['dtype']!r}; valid: auto, bfloat16, float16, float32")
+        cast = quant
         upper = checkpoint.upper()
         for needle, fmt in _NAME_FORMATS:  # a pre-quantized checkpoint says its format in its name
             if needle in upper:
@@ -213,6 +226,16 @@ class VllmEngine(Engine):
             if quant is None:
                 raise EngineError(f"--quantization {q!r} is not one g4sim plans; valid: awq, awq_marlin, fp8, gptq, "
                                   "gptq_marlin, modelopt_fp4, mxfp4")
+        file = None
+        if (Path(checkpoint) / "config.json").is_file():  # a checkpoint on this machine: plan exactly it
+            try:
+                file = read_checkpoint(checkpoint)
+            except WeightFileError as exc:
+                raise EngineError(str(exc)) from None
+            if file.format not in _DTYPE_FLAG:
+                quant = file.format  # a pre-quantized checkpoint states its format (--quantization names its kernel)
+            elif q is None:  # --dtype casts a 16/32-bit checkpoint (auto keeps its dtype)
+                quant = file.format if v.get("dtype", "auto") == "auto" else cast
         kv_flag = v.get("kv", "auto")
         if kv_flag not in ("auto", "fp8", "fp8_e4m3"):
             raise EngineError(f"--kv-cache-dtype {kv_flag!r}; g4sim plans: auto, fp8, fp8_e4m3")
@@ -233,7 +256,8 @@ class VllmEngine(Engine):
             except ValueError:
                 raise EngineError(f"--limit-mm-per-prompt {v['limit_mm']!r} is not JSON") from None
             vision = bool(limits.get("image", 1))
-        return Parsed(cls(**settings), model_from_name(checkpoint), quant, kv,
+        model = model_from_name(checkpoint) if file is None else (file.spec.name if file.spec.name in VARIANTS else None)
+        return Parsed(cls(**settings), model, quant, kv,
                       to_int("--max-model-len", v["ctx"]) if "ctx" in v else None,
                       to_int("--max-num-seqs", v["batch"]) if "batch" in v else None,
-                      to_int("--tensor-parallel-size", v.get("tp", 1)), vision)
+                      to_int("--tensor-parallel-size", v.get("tp", 1)), vision, file)

@@ -12,6 +12,7 @@ calibrated where measured), so it never beats the bound.  Layouts:
   take turns, so a step costs what it costs on one GPU plus n - 1 hops of the hidden state;
 * weights kept in host memory (llama.cpp ``-ngl`` / ``--n-cpu-moe``): in decode the CPU computes
   with them at the host's bandwidth; in prefill they cross PCIe once per micro-batch.
+Weight bytes are the exact file's stored bytes when the workload carries one (``Workload.file``).
 No torch import.
 """
 
@@ -111,9 +112,9 @@ def work(engine: Engine, w: Workload, kept: int = 1) -> tuple[float, float, floa
     expert = (prefill_expert_flop(spec, w.ctx, w.batch) / expert_rows(spec, w.batch * chunk)
               if spec.text.enable_moe_block else 0.0)
     kv_cells = lambda layer, ctx: engine.kv_cells(spec.text, layer, ctx)  # noqa: E731
-    return (prefill_flop(spec, w.ctx, w.batch, kept), expert, prefill_weight_bytes(spec, w.quant),
+    return (prefill_flop(spec, w.ctx, w.batch, kept), expert, prefill_weight_bytes(spec, w.quant, w.file),
             decode_step_flop(spec, w.ctx, w.batch),
-            decode_step_bytes(spec, w.ctx, w.batch, w.quant, w.kv_dtype, kv_cells))
+            decode_step_bytes(spec, w.ctx, w.batch, w.quant, w.kv_dtype, kv_cells, w.file))
 
 
 def allreduce_seconds(hidden: int, layers: int, gpus: int, tokens: int, link_bytes_per_s: float,
