@@ -54,7 +54,7 @@ def test_the_vllm_command_from_the_issue(capsys):
 @pytest.mark.parametrize("cmd,needle", [
     ("llama-server -m gemma-4-31B-it-Q4_K_M.gguf --rope-scaling yarn", "unsupported flag '--rope-scaling'"),
     ("vllm serve google/gemma-4-31B-it --speculative-config x", "unsupported flag '--speculative-config'"),
-    ("ollama run gemma4", "cannot tell which engine runs"),
+    ("lmdeploy serve api_server google/gemma-4-31B-it", "cannot tell which engine runs"),
     ("llama-server -m model.gguf", "cannot tell the GGUF type"),
     ("llama-server -m gemma-4-31B-it-Q4_K_M.gguf -c 131072 -ctk q8_0 -ctv q8_0 -fa off", "without flash attention"),
 ])

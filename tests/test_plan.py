@@ -179,3 +179,25 @@ def test_engine_settings_are_plan_options(capsys):
 def test_gpu_count_conflict_is_refused(capsys):
     code, _, err = run(["plan", "-m", "31b", "--gpu", "h100-sxm:2", "--gpus", "4"], capsys)
     assert code == 2 and "h100-sxm:2" in err and "--gpus" in err
+
+
+def test_ollama_plan_shows_what_ollama_ps_will_print(capsys):
+    from g4sim.engines import get_engine
+
+    code, out, _ = run(["plan", "-m", "26b-a4b", "--ctx", "32k", "--gpu", "rtx4090", "--engine", "ollama",
+                        "--quant", "q4_k_m", "--json"], capsys)
+    data = json.loads(out)
+    w = Workload(get_variant("26b-a4b"), 32768, 1, "q4_k_m", "bf16")
+    ps = get_engine("ollama").bind(w).ps_line(w, get_profile("rtx4090"))
+    assert code == 0 and data["engine_view"][0] == "ollama ps (predicted):"
+    assert f"SIZE  {ps.size}" in data["engine_view"][1] and ps.processor in data["engine_view"][1]
+
+
+def test_mlx_wired_limit_is_a_plan_option(capsys):
+    base = ["plan", "-m", "31b", "--ctx", "32k", "--gpu", "apple-m4-pro-48gb", "--quant", "mlx-4bit-g64", "--json"]
+    _, out, _ = run(base, capsys)
+    _, raised, _ = run(base + ["--wired-limit-mb", "40000"], capsys)
+    a, b = json.loads(out), json.loads(raised)
+    assert a["request"]["engine"] == b["request"]["engine"] == "mlx"
+    assert b["capacity"]["budget_bytes"] == 40000 * 2**20 > a["capacity"]["budget_bytes"]
+    assert "sysctl iogpu.wired_limit_mb=40000" in b["launch_command"]

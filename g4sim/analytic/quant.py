@@ -35,6 +35,17 @@ file also stores tensors that are not model parameters (``Tensor.parameter`` Fal
 
 Non-GGUF formats follow the common engine practice (vLLM / torchao / ModelOpt): only Linear weights
 are quantized; embeddings, PLE table, norms and router stay bf16; towers stay bf16.
+
+MLX formats (family ``mlx``, ``mlx-4bit-g64`` / ``mlx-8bit-g64``) are what ``mlx_lm.convert -q``
+writes (ml-explore/mlx-lm@d78bf58e, 0.32.0.dev): ``mlx_lm/utils.py`` ``quantize_model`` calls
+``nn.quantize`` on every module that has ``to_quantized`` -- ``nn.Linear``, ``nn.Embedding`` (so the
+tied token embedding and the PLE table are quantized too) and the experts' ``SwitchLinear`` -- whose
+``weight.shape[-1]`` is a multiple of the group size (affine mode defaults: group 64, 4 bits);
+``mlx_lm/models/gemma4_text.py`` ``quant_predicate`` gives ``router.proj`` 8 bits, group 64.  Affine
+storage (``mlx.core.quantize``): the weights packed into uint32 (bits / 8 bytes per element), plus a
+scale and a bias per group in the checkpoint's dtype (bf16: 4 bytes per group).  1-D tensors (norms,
+``router.scale``, ``per_expert_scale``) stay bf16; mlx-lm drops the towers
+(``models/gemma4.py`` ``sanitize``), which are priced 16-bit if asked for.
 """
 
 from __future__ import annotations
@@ -123,6 +134,8 @@ class QuantFormat:
     def tensor_bytes(self, t: Tensor, ctx: QuantContext) -> int:
         if self.family == "gguf":
             return self._gguf_bytes(t, ctx)
+        if self.family == "mlx":
+            return self._mlx_bytes(t)
         if not t.parameter:
             return 0  # only GGUF files store it
         if t.kind in ("norm", "router", "token_embd", "ple_table", "other") or self.linear_bits >= 16:
@@ -184,6 +197,15 @@ class QuantFormat:
     def _gguf_bytes(self, t: Tensor, ctx: QuantContext) -> int:
         return ggml_bytes(self.gguf_type(t, ctx), t.numel)
 
+    def _mlx_bytes(self, t: Tensor) -> int:
+        """mlx_lm.convert's affine quantization (see the module docstring)."""
+        if not t.parameter:
+            return 0  # as for every non-GGUF format: rope_freqs is computed; layer_scalar is one value per layer
+        if t.kind == "norm" or t.component in ("vision_tower", "audio_tower") or t.cols % self.group_size:
+            return t.numel * self.high_precision_bytes  # not quantized: 1-D, towers, or rows not whole groups
+        bits, group = (8, 64) if t.kind == "router" else (int(self.linear_bits), self.group_size)
+        return t.numel * bits // 8 + t.rows * (t.cols // group) * t.count * int(self.scale_bytes_per_group)
+
     @property
     def bits_per_linear_weight(self) -> Fraction:
         """Nominal storage of a quantized Linear weight, scales included (for display)."""
@@ -199,6 +221,15 @@ def _int4(group: int) -> QuantFormat:
     return QuantFormat(
         f"int4-g{group}", "int", 70, f"int4 weight-only, group-wise (group {group}), fp16 scale + fp16 zero per group",
         linear_bits=Fraction(4), group_size=group, scale_bytes_per_group=Fraction(4),
+    )
+
+
+def _mlx(bits: int, group: int, rank: int) -> QuantFormat:
+    return QuantFormat(
+        f"mlx-{bits}bit-g{group}", "mlx", rank,
+        f"MLX affine {bits}-bit, group {group} (mlx_lm.convert -q): packed weights + bf16 scale and bias per group "
+        f"({float(bits + Fraction(32, group)):g} bpw); embeddings and PLE table quantized, router 8-bit, norms bf16",
+        linear_bits=Fraction(bits), group_size=group, scale_bytes_per_group=Fraction(4),
     )
 
 
@@ -220,6 +251,7 @@ QUANT_FORMATS: dict[str, QuantFormat] = {
                         linear_bits=Fraction(8), scale_bytes_per_group=Fraction(4)),
             QuantFormat("int8", "int", 12, "int8 weight-only, per output channel, one fp32 scale per row",
                         linear_bits=Fraction(8), scale_bytes_per_group=Fraction(4)),
+            _mlx(8, 64, 13),
             _gguf("q6_k", "Q6_K", 20, "GGUF Q6_K (6.56 bpw)"),
             _gguf("q5_k_m", "Q5_K", 30, "GGUF Q5_K_M: Q5_K with Q6_K attn_v / ffn_down on some layers"),
             _gguf("q5_0", "Q5_0", 35, "GGUF Q5_0 (5.5 bpw, legacy)"),
@@ -230,6 +262,7 @@ QUANT_FORMATS: dict[str, QuantFormat] = {
                         linear_bits=Fraction(4), group_size=32, scale_bytes_per_group=Fraction(1)),
             _gguf("q4_k_s", "Q4_K", 60, "GGUF Q4_K_S: Q4_K, Q5_K on early attn_v / ffn_down"),
             _gguf("iq4_xs", "IQ4_XS", 65, "GGUF IQ4_XS (4.25 bpw, non-linear)"),
+            _mlx(4, 64, 68),  # group 64 with a bias: finer than int4-g128, coarser than the K-quants' mixes
             _int4(128),
             _gguf("q4_0", "Q4_0", 75, "GGUF Q4_0 (4.5 bpw, legacy)"),
             _gguf("q3_k_m", "Q3_K", 80, "GGUF Q3_K_M"),
@@ -240,7 +273,8 @@ QUANT_FORMATS: dict[str, QuantFormat] = {
 }
 
 _QUANT_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "f16": "fp16", "f32": "fp32",
-                  "fp8_e4m3": "fp8", "int4": "int4-g128", "w8a16": "int8", "w4a16": "int4-g128"}
+                  "fp8_e4m3": "fp8", "int4": "int4-g128", "w8a16": "int8", "w4a16": "int4-g128",
+                  "mlx-4bit": "mlx-4bit-g64", "mlx-8bit": "mlx-8bit-g64"}
 
 
 @lru_cache(maxsize=256)  # searches and sweeps look the same names up many times

@@ -31,7 +31,7 @@ def engine_settings(**given: Any) -> dict[str, Any]:
     fields = {"attn_implementation": "attn_implementation", "prefill_chunk_size": "prefill_chunk",
               "ubatch_size": "n_ubatch", "n_gpu_layers": "n_gpu_layers", "n_cpu_moe": "n_cpu_moe",
               "gpu_memory_utilization": "gpu_memory_utilization", "max_num_batched_tokens": "max_num_batched_tokens",
-              "block_size": "block_size"}
+              "block_size": "block_size", "wired_limit_mb": "wired_limit_mb", "prefill_step_size": "prefill_step_size"}
     settings = {fields[k]: v for k, v in given.items() if k in fields and v is not None}
     if given.get("flash_attn") is not None:
         settings["flash_attn"] = _on_off("--flash-attn", given["flash_attn"])
@@ -118,17 +118,23 @@ def plan(
     attn_implementation: Optional[str] = typer.Option(None, "--attn", help="transformers: sdpa or eager."),
     prefill_chunk_size: Optional[int] = typer.Option(None, "--prefill-chunk-size", min=1, max=1 << 24,
                                                      help="transformers / g4sim: prompt tokens per forward pass."),
-    ubatch_size: Optional[int] = typer.Option(None, "--ubatch-size", min=1, max=65536, help="llama.cpp -ub: micro-batch tokens."),
+    ubatch_size: Optional[int] = typer.Option(None, "--ubatch-size", "--num-batch", min=1, max=65536,
+                                               help="llama.cpp -ub / Ollama num_batch: micro-batch tokens."),
     flash_attn: Optional[str] = typer.Option(None, "--flash-attn", help="llama.cpp -fa: on or off."),
     swa_full: bool = typer.Option(False, "--swa-full", help="llama.cpp: full-size sliding-window cache."),
     kv_unified: bool = typer.Option(False, "--kv-unified", help="llama.cpp: one KV buffer for all slots."),
     cache_type_v: Optional[str] = typer.Option(None, "--cache-type-v", help="llama.cpp -ctv (default: as -ctk)."),
-    n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", min=0, max=100_000, help="llama.cpp -ngl."),
+    n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", "--num-gpu", min=0, max=100_000,
+                                                help="llama.cpp -ngl / Ollama num_gpu."),
     n_cpu_moe: Optional[int] = typer.Option(None, "--n-cpu-moe", min=0, max=100_000, help="llama.cpp: experts of the first N layers on the host."),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", min=0.01, max=1.0, help="vLLM: share of GPU memory."),
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", min=1, max=1 << 24, help="vLLM: tokens per step."),
     block_size: Optional[int] = typer.Option(None, "--block-size", min=1, max=4096, help="vLLM: tokens per KV block."),
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vLLM: no CUDA graphs."),
+    wired_limit_mb: Optional[int] = typer.Option(None, "--wired-limit-mb", min=1, max=1 << 24,
+                                                 help="MLX on macOS: sysctl iogpu.wired_limit_mb (GPU working set)."),
+    prefill_step_size: Optional[int] = typer.Option(None, "--prefill-step-size", min=1, max=1 << 20,
+                                                    help="MLX: prompt tokens per step."),
     text_only: bool = typer.Option(False, "--text-only", help="Text decoder only (default)."),
     with_vision: bool = typer.Option(False, "--with-vision", help="Also load the vision tower."),
     with_audio: bool = typer.Option(False, "--with-audio", help="Also load the audio tower."),
@@ -145,7 +151,8 @@ def plan(
         attn_implementation=attn_implementation, prefill_chunk_size=prefill_chunk_size, ubatch_size=ubatch_size,
         flash_attn=flash_attn, swa_full=swa_full, kv_unified=kv_unified, cache_type_v=cache_type_v,
         n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe, gpu_memory_utilization=gpu_memory_utilization,
-        max_num_batched_tokens=max_num_batched_tokens, block_size=block_size, enforce_eager=enforce_eager)
+        max_num_batched_tokens=max_num_batched_tokens, block_size=block_size, enforce_eager=enforce_eager,
+        wired_limit_mb=wired_limit_mb, prefill_step_size=prefill_step_size)
     if text_only and (with_vision or with_audio):
         raise UserError("--text-only cannot be combined with --with-vision / --with-audio")
     file = weight_file(gguf, checkpoint, model=model, config=config, quant=quant, from_command=from_command)

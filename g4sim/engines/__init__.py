@@ -9,13 +9,15 @@ from __future__ import annotations
 from g4sim.analytic.memory import MemoryBreakdown
 from g4sim.engines.base import Caps, Engine, EngineError, Option, Parallel, Parsed, Workload
 from g4sim.engines.llamacpp import LlamaCppEngine
+from g4sim.engines.mlx import MlxEngine
 from g4sim.engines.native import G4simEngine
+from g4sim.engines.ollama import OllamaEngine
 from g4sim.engines.transformers import TransformersEngine
 from g4sim.engines.vllm import VllmEngine
 from g4sim.spec import ModelSpec
 
 ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (LlamaCppEngine, VllmEngine, TransformersEngine,
-                                                                G4simEngine)}
+                                                                G4simEngine, OllamaEngine, MlxEngine)}
 ALIASES = {"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-server": "llamacpp",
            "hf": "transformers"}
 

@@ -1,13 +1,20 @@
 """``--engine auto``: the engine users of a device and weight format actually run, and why.
 
 The rule, in order (the first engine that can run the combination wins):
+* an MLX format (mlx-4bit-g64, mlx-8bit-g64) -> mlx: those are the checkpoints mlx_lm.convert
+  writes and mlx-lm loads (mlx-community publishes them); mlx runs only on Apple silicon, so on
+  any other device auto refuses with mlx's reason;
 * a GGUF format (q8_0, q4_k_m, ...) -> llama.cpp: GGUF is llama.cpp's file format (Ollama and
-  LM Studio run llama.cpp underneath);
+  LM Studio run it underneath);
 * a CPU, Apple silicon, a Jetson, a phone or a board -> llama.cpp, then transformers: llama.cpp is
   what runs Gemma on these (it ships Metal, CPU, CUDA-on-Jetson and Android builds);
 * an NVIDIA or AMD GPU -> vLLM, then llama.cpp, then transformers: vLLM serves 16-bit, FP8, int4
   and FP4 checkpoints on CUDA / ROCm, llama.cpp the rest.
-g4sim's own runtime is a measuring tool, never picked automatically.  No torch import.
+Ollama is never picked automatically: since v0.30 it runs llama.cpp's llama-server (same cache,
+same buffers), and llama.cpp plans the same deployment with every setting on its command line;
+``--engine ollama`` plans Ollama's own defaults (num_ctx x parallel, automatic num_batch, the
+projector always loaded) and prints an Ollama recipe.  g4sim's own runtime is a measuring tool,
+never picked automatically.  No torch import.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from g4sim.analytic.quant import get_quant
 from g4sim.engines import ENGINES, Engine, EngineError, Workload
 
 _WHY = {
+    "mlx": "MLX-quantized checkpoints (mlx_lm.convert) run in mlx-lm, on Apple silicon",
     "gguf": "GGUF files run in llama.cpp (Ollama and LM Studio run it underneath)",
     "edge": "on CPUs, Apple silicon, Jetsons, phones and boards people run llama.cpp",
     "gpu": "on NVIDIA / AMD GPUs, vLLM serves 16-bit, FP8, int4 and FP4 checkpoints",
@@ -24,7 +32,10 @@ _WHY = {
 
 def preference(w: Workload, device) -> tuple[list[str], str]:
     """Engine names in the order auto tries them, and the reason for that order."""
-    if get_quant(w.quant).family == "gguf":
+    family = get_quant(w.quant).family
+    if family == "mlx":
+        return ["mlx"], _WHY["mlx"]
+    if family == "gguf":
         return ["llamacpp"], _WHY["gguf"]
     if device.kind != "gpu":
         return ["llamacpp", "transformers"], _WHY["edge"]

@@ -383,6 +383,11 @@ class Engine:
         return tuple(n for n in (1, 2, 4, 8, 16) if n <= limit and t.num_heads % n == 0
                      and all(t.kv_heads(i) % n == 0 or n % t.kv_heads(i) == 0 for i in t.cache_layers))
 
+    # ---- what the engine itself shows its user ---------------------------------------------
+    def user_view(self, w: Workload, device, display_attached: bool = True) -> tuple[str, ...]:
+        """Lines the engine's own tools would print about this deployment (e.g. ``ollama ps``); none by default."""
+        return ()
+
     # ---- commands ------------------------------------------------------------------------
     def launch_command(self, w: Workload, gpus: int, device) -> str:
         """The shell command that realises exactly this plan (every setting it assumed)."""

@@ -148,6 +148,7 @@ class Fit:
 class Evaluation(Fit):
     speed: Throughput | None = None
     command: str | None = None  # None when it does not fit
+    engine_view: tuple[str, ...] = ()  # what the engine's own tools would print (e.g. ollama ps)
 
 
 def shares_ram(device: HardwareProfile) -> bool:
@@ -204,7 +205,8 @@ def evaluate(req: Request) -> Evaluation:
     speed = predict(engine, req.workload, req.device, req.gpus, host_weights,
                     host_profile_for(req.device) if host_weights else None)
     command = _command(engine, req.workload, req.gpus, DeviceKind(req.device.kind, req.device.vendor)) if f.loads else None
-    return Evaluation(req, f.memory, f.needed_bytes, f.budget_bytes, f.margin_bytes, speed, command)
+    view = engine.user_view(req.workload, req.device, req.display_attached) if req.gpus == 1 else ()
+    return Evaluation(req, f.memory, f.needed_bytes, f.budget_bytes, f.margin_bytes, speed, command, view)
 
 
 def clear_caches() -> None:
@@ -248,6 +250,7 @@ def evaluation_to_dict(e: Evaluation) -> dict[str, Any]:
         "headroom_bytes": e.headroom_bytes,
         "throughput": e.speed.to_dict() if e.speed else None,
         "launch_command": e.command,
+        "engine_view": list(e.engine_view),
     }
 
 

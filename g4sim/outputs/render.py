@@ -119,6 +119,8 @@ def render_plan(plan: Plan, console: Console) -> None:
                 console.print(lay.evaluation.command, markup=False, highlight=False, soft_wrap=True)
     elif e.verdict is Verdict.DOES_NOT_FIT:
         console.print("No layout fits: lower --ctx or --batch, or a quantized --kv-dtype.")
+    for line in e.engine_view:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if e.command:
         console.print(Text("Launch it:", style="bold"))
         console.print(e.command, markup=False, highlight=False, soft_wrap=True)  # copy-pasteable: never re-wrapped
