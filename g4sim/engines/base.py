@@ -137,11 +137,13 @@ def model_from_name(text: str) -> str | None:
     return None
 
 
-def flag_values(argv: list[str], known: dict[str, str], switches: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """``{field: value}`` from an argv; ``known`` maps each flag spelling to a field.
+def flag_values(argv: list[str], known: dict[str, str], switches: frozenset[str] = frozenset(),
+                optional_value: frozenset[str] = frozenset(), tool: str = "") -> dict[str, Any]:
+    """``{field: value}`` from an argv; ``known`` maps each flag spelling to a field ("-": accepted, ignored).
 
-    ``--flag=value`` and ``--flag value`` both work; a flag in ``switches`` takes no value.  An
-    unknown flag raises EngineError naming it.
+    ``--flag=value`` and ``--flag value`` both work; a flag in ``switches`` takes no value; one in
+    ``optional_value`` takes the next token only if it is not another flag.  An unknown flag raises
+    EngineError naming it and what g4sim understands (``tool`` names the command in the message).
     """
     out: dict[str, Any] = {}
     i = 0
@@ -151,17 +153,20 @@ def flag_values(argv: list[str], known: dict[str, str], switches: frozenset[str]
             raise EngineError(f"unexpected argument {tok!r}")
         flag, eq, value = tok.partition("=")
         if flag not in known:
-            raise EngineError(f"unsupported flag {flag!r}; g4sim understands: {', '.join(sorted(known))}")
-        if flag in switches and not eq:
-            out[known[flag]] = True
-            i += 1
-            continue
-        if not eq:
+            where = f" for {tool}" if tool else ""
+            raise EngineError(f"unsupported flag {flag!r}{where}; g4sim understands: "
+                              f"{', '.join(sorted(k for k in known if known[k] != '-'))}")
+        bare = not eq and (flag in switches or flag in optional_value
+                           and (i + 1 >= len(argv) or argv[i + 1].startswith("-")))
+        if bare:
+            value = True
+        elif not eq:
             if i + 1 >= len(argv):
                 raise EngineError(f"flag {flag!r} needs a value")
             value = argv[i + 1]
             i += 1
-        out[known[flag]] = value
+        if known[flag] != "-":
+            out[known[flag]] = value
         i += 1
     return out
 

@@ -47,7 +47,9 @@ from typing import Any, ClassVar
 from g4sim.analytic.components import Component, Location
 from g4sim.analytic.memory import MemoryTerm, kv_layer_bytes
 from g4sim.analytic.quant import get_quant
-from g4sim.engines.base import Caps, Engine, EngineError, Option, Parsed, Workload, model_from_name, to_int
+from g4sim.engines.base import (
+    Caps, Engine, EngineError, Option, Parsed, Workload, flag_values, model_from_name, to_int,
+)
 from g4sim.spec import TextSpec
 from g4sim.units import MiB
 
@@ -242,23 +244,5 @@ def _mlx_argv(line: str) -> tuple[str, list[str]] | None:
 
 
 def _flags(args: list[str], known: dict[str, str], tool: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        flag, eq, value = a.partition("=")
-        if flag not in known:
-            raise EngineError(f"unsupported flag {flag!r} for mlx_lm.{tool}; g4sim understands: "
-                              f"{', '.join(sorted(k for k in known if known[k] != '-'))}")
-        if flag in _SWITCHES or flag == "--verbose" and not eq and (i + 1 >= len(args) or args[i + 1].startswith("-")):
-            i += 1
-            continue
-        if not eq:
-            if i + 1 >= len(args):
-                raise EngineError(f"flag {flag!r} needs a value")
-            value = args[i + 1]
-            i += 1
-        if known[flag] != "-":
-            out[known[flag]] = value
-        i += 1
-    return out
+    values = flag_values(args, known, frozenset(_SWITCHES), frozenset({"--verbose"}), tool=f"mlx_lm.{tool}")
+    return {k: v for k, v in values.items() if v is not True}  # switches say nothing g4sim plans
