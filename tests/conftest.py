@@ -4,31 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from g4sim.spec import FULL, SLIDING, ModelSpec, TextSpec
-
-
-def hf_text_config(t: TextSpec):
-    """A transformers Gemma4TextConfig equal to ``t`` (keys as in convert_gemma4_weights.py)."""
-    from transformers import Gemma4TextConfig
-
-    return Gemma4TextConfig(
-        hidden_size=t.hidden_size, num_hidden_layers=t.num_layers, layer_types=list(t.layer_types),
-        sliding_window=t.sliding_window, num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads,
-        num_global_key_value_heads=t.num_global_kv_heads, head_dim=t.head_dim, global_head_dim=t.global_head_dim,
-        attention_k_eq_v=t.attention_k_eq_v, num_kv_shared_layers=t.num_kv_shared_layers,
-        intermediate_size=t.intermediate_size, use_double_wide_mlp=t.use_double_wide_mlp, vocab_size=t.vocab_size,
-        hidden_size_per_layer_input=t.hidden_size_per_layer_input,
-        vocab_size_per_layer_input=t.vocab_size_per_layer_input, enable_moe_block=t.enable_moe_block,
-        num_experts=t.num_experts or None, top_k_experts=t.top_k_experts or None,
-        moe_intermediate_size=t.moe_intermediate_size or None, max_position_embeddings=t.max_position_embeddings,
-        final_logit_softcapping=t.final_logit_softcapping, rms_norm_eps=t.rms_norm_eps,
-        tie_word_embeddings=t.tie_word_embeddings,
-        rope_parameters={
-            SLIDING: {"rope_type": t.rope_sliding.rope_type, "rope_theta": t.rope_sliding.theta},
-            FULL: {"rope_type": t.rope_full.rope_type, "rope_theta": t.rope_full.theta,
-                   "partial_rotary_factor": t.rope_full.partial_rotary_factor},
-        },
-    )
+from g4sim.measure.hf import hf_text_config  # noqa: F401  (re-exported for the tests)
+from g4sim.spec import ModelSpec
 
 
 def hf_config(spec: ModelSpec):

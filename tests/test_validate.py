@@ -34,7 +34,8 @@ SPLIT_PIN = "a6ecf6561905e56c6e8a2774b44e2082a225fbd44ff7cef4e77a758c924332a7"
 def test_the_split_is_frozen_and_stored_with_every_row():
     rows = [r for path in sorted(STORE_DIR.glob("*.csv")) for r in csv.DictReader(path.open()) if r["status"] == "ok"]
     assert rows and all(r["split"] == split_of({k: (v or None) for k, v in r.items()}) for r in rows)
-    lines = sorted(f"{split_key(r)}={r['split']}" for r in rows if r["device"] == "ci-cpu-2core")
+    lines = sorted(f"{split_key(r)}={r['split']}" for r in rows
+                   if r["device"] == "ci-cpu-2core" and (r.get("engine") or "g4sim") == "g4sim")
     assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == SPLIT_PIN, "a row changed split: say why"
     held = {split_key(r) for r in rows if r["split"] == "held-out"}
     assert any(k.startswith("e4b") for k in held) and any(k.startswith("26b-a4b") and "bf16" in k for k in held)
@@ -58,6 +59,13 @@ KNOWN_HELD_OUT_FAILURES = {
     # predicted +38.5 %: the expert-GEMM term (m / (m + half_rows), fitted on 26b-a4b fp32) does not carry
     # over to bf16 at 512 prompt tokens (32 rows per expert): bf16 small GEMMs on this CPU lose more.
     ("26b-a4b[2L] bf16 ctx 512 b1", "prefill_tokens_per_s"),
+    # transformers itself (issue 10 part 3, first measurement of the transformers rule): peaks are 3-5 % above
+    # the rule everywhere (unsafe direction).  The MoE workspace was then corrected from transformers' source
+    # (grouped_mm: four pair x hidden tensors at the peak) after seeing the sdpa rows (-12.2 % -> -8.3 %); the
+    # eager rows were held out from that change and still fail at 2048 tokens.
+    ("26b-a4b[2L] bf16 ctx 2048 b1 transformers-sdpa", "prefill_peak_bytes"),  # in-sample for the MoE change
+    ("26b-a4b[2L] bf16 ctx 2048 b1 transformers-eager", "prefill_peak_bytes"),  # held out: -6.3 %
+    ("e2b[10L] bf16 ctx 2048 b1 transformers-eager", "prefill_peak_bytes"),  # held out: -5.1 %
 }
 
 
@@ -71,7 +79,11 @@ def test_validate_passes_within_tolerance_but_for_the_ledger(capsys):
     held = [c for c in data["checks"] if c["tolerance"] is not None]
     for figure in ("param_bytes", "kv_bytes"):
         assert all(c["error"] == 0 for c in held if c["figure"] == figure)
-    assert all(abs(c["error"]) <= 0.05 for c in held if c["figure"] == "prefill_peak_bytes")
+    assert all(abs(c["error"]) <= 0.05 for c in held if c["figure"] == "prefill_peak_bytes"
+               and (c["config"], c["figure"]) not in KNOWN_HELD_OUT_FAILURES)
+    other = [c for c in data["checks"] if c["split"] == "other-impl"]  # transformers measured, sdpa and eager
+    assert {c["config"].rsplit(" ", 1)[1] for c in other} == {"transformers-sdpa", "transformers-eager"}
+    assert all(c["error"] == 0 for c in other if c["figure"] in ("param_bytes", "kv_bytes"))
     speed = [c for c in held if "tokens" in c["figure"]]
     assert len(speed) >= 20 and all(c["split"] == "held-out" for c in speed)  # rows the calibration did not see
     assert all(abs(c["error"]) <= 0.25 for c in speed if (c["config"], c["figure"]) not in KNOWN_HELD_OUT_FAILURES)

@@ -66,9 +66,11 @@ def profile(
                                                help="Hardware profile the rows belong to (default: ci-cpu-2core on CPU)."),
     store: Optional[str] = typer.Option(None, "--store", help="Measurement store directory (default reports/measurements)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    impl: str = typer.Option("g4sim", "--impl", help="What runs the passes: g4sim, transformers-sdpa, "
+                             "transformers-eager."),
 ) -> None:
     """Real instrumented forward passes: measured memory and speed, appended to the measurement store."""
-    from g4sim.measure.profile import DTYPES, QUANTS, ProfileRun
+    from g4sim.measure.profile import DTYPES, IMPLS, QUANTS, ProfileRun
     from g4sim.measure.profile import profile as run_profile
     from g4sim.units import UnitError, parse_context_list
 
@@ -81,6 +83,10 @@ def profile(
         raise unknown_choice("dtype", dtype, DTYPES)
     if quant and quant not in QUANTS:
         raise unknown_choice("profiling weight format", quant, QUANTS)
+    if impl not in IMPLS:
+        raise unknown_choice("implementation", impl, IMPLS)
+    if quant and impl != "g4sim":
+        raise UserError(f"--quant {quant} is g4sim's own weight-only format; --impl {impl} runs {dtype} weights")
     if layers and layers > spec.text.num_layers:
         raise UserError(f"--layers {layers} is more than {spec.name}'s {spec.text.num_layers} layers")
     device = resolve_torch_device(device)
@@ -98,7 +104,8 @@ def profile(
     resolve_device(profile_name)
     run = ProfileRun(model=spec.name, contexts=contexts, dtype=dtype, device=device, layers=layers, quant=quant,
                      batch=batch, decode_steps=decode_steps, chunk=chunk, checkpoint=checkpoint, store=store,
-                     device_profile=profile_name, command="g4sim " + " ".join(sys.argv[1:]), threads=threads)
+                     device_profile=profile_name, command="g4sim " + " ".join(sys.argv[1:]), threads=threads,
+                     impl=impl)
     for line in run_profile([run]):
         console.print(line)
 

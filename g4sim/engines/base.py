@@ -308,6 +308,12 @@ class Engine:
         """Transient bytes of one attention call beyond Q/K/V (engine-specific)."""
         return 0
 
+    def moe_workspace(self, t: TextSpec, tokens: int, a: int) -> int:
+        """Transient bytes of the routed experts for ``tokens`` tokens: fp32 router scores, and per routed
+        (token, expert) pair the gate/up/act intermediates and the expert's output."""
+        routed = tokens * t.top_k_experts
+        return tokens * t.num_experts * 4 + routed * (3 * t.moe_intermediate_size + t.hidden_size) * a
+
     def activation_terms(self, t: TextSpec, *, ctx: int, batch: int, quant: str) -> list[MemoryTerm]:
         a = activation_bytes_per_element(quant)
         c = min(ctx, self.chunk_tokens(ctx))
@@ -324,8 +330,7 @@ class Engine:
         inter = max(t.mlp_intermediate(i) for i in range(t.num_layers))
         mlp_peak = 3 * batch * c * inter * a  # gate, up, act(gate)*up
         if t.enable_moe_block:
-            routed = batch * c * t.top_k_experts
-            mlp_peak += batch * c * t.num_experts * 4 + routed * (3 * t.moe_intermediate_size + h) * a
+            mlp_peak += self.moe_workspace(t, batch * c, a)
         logits = logits_bytes(t, min(self.logits_kept, c) if self.logits_kept else c, batch)
         work = {Component.ATTENTION_WORKSPACE: attn_peak, Component.MLP_WORKSPACE: mlp_peak, Component.LOGITS: logits}
         which = max(work, key=work.get)

@@ -70,6 +70,14 @@ class TransformersEngine(Engine):
     def kv_cells(self, t: TextSpec, layer: int, ctx: int) -> int:
         return min(ctx, t.sliding_window - 1) if t.is_sliding(layer) else ctx
 
+    def moe_workspace(self, t: TextSpec, tokens: int, a: int) -> int:
+        """transformers' default experts path, ``integrations/moe.py`` ``grouped_mm_experts_forward``: at its
+        peak four (token, expert)-pair x hidden tensors are alive — the gathered inputs
+        (``selected_hidden_states_g``), the down projection's output, ``weighted_out`` and its re-ordered
+        copy (``weighted_out[inv_perm]``) — beside the router's bf16 scores and fp32 softmax."""
+        routed = tokens * t.top_k_experts
+        return tokens * t.num_experts * (a + 4) + 4 * routed * t.hidden_size * a
+
     def attention_workspace(self, t: TextSpec, layer: int, chunk: int, kv_len: int, batch: int, a: int) -> int:
         hd, nh, kvh = t.head_dim_of(layer), t.num_heads, t.kv_heads(layer)
         concat = 2 * batch * kvh * kv_len * hd * a if t.is_sliding(layer) else 0

@@ -61,8 +61,8 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
     moe = moe[(moe["status"] == "ok") & (moe["device"] == device)]
     for _, row in moe.iterrows():
         fmt = weight_format(row)
-        if (row["model"], fmt) not in CALIBRATION_MOE:
-            continue
+        if (row["model"], fmt) not in CALIBRATION_MOE or split_of(row) != "calibration":
+            continue  # other implementations' rows never calibrate g4sim's efficiencies
         spec, dtype = row_spec(row), compute_dtype(fmt)
         if dtype not in fitted:
             continue

@@ -80,6 +80,8 @@ def provenance(device: str, command: list[str] | None = None) -> dict[str, Any]:
         "g4sim_commit": commit, "g4sim_dirty": dirty,
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(command or sys.argv), "threads": torch.get_num_threads(),
+        # what else ran: a 1-minute load above the threads used means the timings shared the cores
+        "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else "",
     }
     if torch.cuda.is_available():
         row["gpu_name"] = torch.cuda.get_device_name()

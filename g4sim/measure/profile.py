@@ -26,6 +26,8 @@ from typing import Any
 
 DTYPES = ("fp32", "bf16", "fp16")
 QUANTS = ("int8", "int4-g128")
+# What runs the forward passes: g4sim's own model, or transformers' Gemma 4 with its attention backend.
+IMPLS = ("g4sim", "transformers-sdpa", "transformers-eager")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class ProfileRun:
     device_profile: str = "ci-cpu-2core"
     command: str = ""
     threads: int | None = None
+    impl: str = "g4sim"
     skip: tuple[int, ...] = field(default=())
 
     def spec(self):
@@ -102,21 +105,56 @@ class CudaProbe:
 
 # ---- the worker -------------------------------------------------------------------------
 
-def _build(run: ProfileRun):
+class G4simRunner:
+    """g4sim's own model: a preallocated ring-buffer cache, chunked prefill, last-position logits."""
+
+    def __init__(self, run: ProfileRun):
+        import torch
+
+        from g4sim.model import Gemma4ForCausalLM
+
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[run.dtype]
+        if run.checkpoint:
+            self.model = Gemma4ForCausalLM.from_pretrained(run.checkpoint, dtype=dtype, device=run.device)
+        else:
+            self.model = Gemma4ForCausalLM.from_spec(run.spec(), dtype=dtype, device=run.device, seed=run.seed)
+        if run.quant:
+            from g4sim.model.quant import quantize_weights
+
+            quantize_weights(self.model, run.quant)
+        self.run, self.cache, self.pos = run, None, 0
+
+    def parameter_bytes(self) -> int:
+        from g4sim.model import parameter_bytes
+
+        return parameter_bytes(self.model)
+
+    def prefill(self, ids, cache_tokens: int):
+        self.cache = self.model.new_cache(ids.shape[0], cache_tokens)
+        logits = self.model(ids, cache=self.cache, prefill_chunk=self.run.chunk)
+        self.pos = ids.shape[1]
+        return logits[:, -1].argmax(-1, keepdim=True)
+
+    def decode(self, token):
+        token = self.model(token, cache=self.cache, start=self.pos)[:, -1].argmax(-1, keepdim=True)
+        self.pos += 1
+        return token
+
+    def kv_bytes(self) -> int:
+        return self.cache.nbytes()
+
+
+def _runner(run: ProfileRun):
+    if run.impl == "g4sim":
+        return G4simRunner(run)
     import torch
 
-    from g4sim.model import Gemma4ForCausalLM
+    from g4sim.measure.hf import TransformersRunner
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[run.dtype]
-    if run.checkpoint:
-        model = Gemma4ForCausalLM.from_pretrained(run.checkpoint, dtype=dtype, device=run.device)
-    else:
-        model = Gemma4ForCausalLM.from_spec(run.spec(), dtype=dtype, device=run.device, seed=run.seed)
-    if run.quant:
-        from g4sim.model.quant import quantize_weights
-
-        quantize_weights(model, run.quant)
-    return model
+    runner = TransformersRunner(run.spec().text, dtype, run.device, run.impl.split("-", 1)[1], run.seed)
+    runner.prefill = (lambda prefill: lambda ids, cache_tokens: prefill(ids))(runner.prefill)  # grows as it goes
+    return runner
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -128,7 +166,6 @@ def worker(run: ProfileRun) -> None:
     import torch
 
     from g4sim.measure.measurements import append_row, provenance, store_path
-    from g4sim.model import parameter_bytes
 
     if run.threads:
         torch.set_num_threads(run.threads)
@@ -141,17 +178,17 @@ def worker(run: ProfileRun) -> None:
     config = {"model": run.model, "layers": spec.text.num_layers, "layer_types": "".join(
         "S" if t == "sliding_attention" else "F" for t in spec.text.layer_types),
         "num_kv_shared_layers": spec.text.num_kv_shared_layers, "dtype": run.dtype, "quant": run.quant or "",
-        "batch": run.batch, "decode_steps": run.decode_steps, "chunk": run.chunk or 0, "engine": "g4sim",
+        "batch": run.batch, "decode_steps": run.decode_steps, "chunk": run.chunk or 0, "engine": run.impl,
         "torch_device": run.device, "checkpoint": run.checkpoint or ""}
 
     baseline = rss_bytes()
     if probe:
         probe.reset()
-    model = _build(run)
+    runner = _runner(run)
     resident = (probe.read()["allocated_peak_bytes"] if probe else rss_bytes() - baseline)
-    params = parameter_bytes(model)
+    params = runner.parameter_bytes()
     warm = torch.zeros(run.batch, 8, dtype=torch.long, device=run.device)
-    model(warm, cache=model.new_cache(run.batch, 8))  # first-call kernel selection stays out of the timings
+    runner.prefill(warm, 8)  # first-call kernel selection stays out of the timings
     for ctx in run.contexts:
         if ctx in run.skip:
             continue
@@ -161,27 +198,26 @@ def worker(run: ProfileRun) -> None:
             ids = torch.randint(0, spec.text.vocab_size, (run.batch, ctx),
                                 generator=torch.Generator().manual_seed(run.seed)).to(run.device)
             (probe.reset() if probe else reset_peak())
-            cache = model.new_cache(run.batch, ctx + run.decode_steps)
             sync()
             start = time.perf_counter()
-            logits = model(ids, cache=cache, prefill_chunk=run.chunk)
-            token = logits[:, -1].argmax(-1, keepdim=True)
+            token = runner.prefill(ids, ctx + run.decode_steps)
             sync()
             prefill_s = time.perf_counter() - start
             prefill_mem = probe.read() if probe else {"peak_bytes": peak_bytes() - baseline}
             (probe.reset() if probe else reset_peak())
             start = time.perf_counter()
-            for step in range(run.decode_steps):
-                token = model(token, cache=cache, start=ctx + step)[:, -1].argmax(-1, keepdim=True)
+            for _ in range(run.decode_steps):
+                token = runner.decode(token)
             sync()
             decode_s = time.perf_counter() - start
             decode_mem = probe.read() if probe else {"peak_bytes": peak_bytes() - baseline}
-            row.update(status="ok", kv_bytes=cache.nbytes(), prefill_seconds=prefill_s, ttft_seconds=prefill_s,
+            row.update(status="ok", kv_bytes=runner.kv_bytes(), prefill_seconds=prefill_s, ttft_seconds=prefill_s,
                        prefill_tokens_per_s=run.batch * ctx / prefill_s, decode_seconds=decode_s,
                        decode_tokens_per_s=run.batch * run.decode_steps / decode_s if run.decode_steps else "")
             row.update({f"prefill_{k}": v for k, v in prefill_mem.items()})
             row.update({f"decode_{k}": v for k, v in decode_mem.items()})
-            del cache, logits, ids
+            runner.cache = None
+            del ids
         except (RuntimeError, MemoryError) as exc:
             if not _is_oom(exc):
                 raise

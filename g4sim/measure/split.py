@@ -8,7 +8,10 @@ before the efficiencies were fitted again:
 * ``held-out``: e4b at float weights and 26b-a4b at bf16 — a dense model and a dtype the fit never
   saw; ``g4sim validate`` holds them to the tolerances;
 * ``quantized``: every int8 / int4 row (g4sim's dequantize-on-the-fly kernels): memory held to the
-  tolerances, speed reported apart.
+  tolerances, speed reported apart;
+* ``other-impl``: rows measured on another implementation (transformers' Gemma 4, sdpa or eager):
+  memory held to the tolerances against that engine's rule; speed reported (the efficiencies are
+  g4sim's model's) and never used for calibration.
 
 (Split v1 calibrated the expert term on 26b-a4b at 2048 and validated it at 512 / 1024 — neighbouring
 contexts of the same model and dtype — after those rows had failed; v2 replaces it.)  Each row of
@@ -23,11 +26,13 @@ from typing import Any
 SPLIT_VERSION = 2
 CALIBRATION_MODELS = {"e2b", "31b"}  # dense efficiencies
 CALIBRATION_MOE = {("26b-a4b", "fp32")}  # the expert-GEMM half-rows constant: (model, dtype)
-SPLITS = ("calibration", "held-out", "quantized")
+SPLITS = ("calibration", "held-out", "quantized", "other-impl")
 
 
 def split_of(row: dict[str, Any]) -> str:
     """calibration, held-out or quantized, by the rule above (model, dtype, weight format only)."""
+    if str(row.get("engine") or "g4sim") != "g4sim":
+        return "other-impl"
     fmt = weight_format(row)
     if fmt not in ("fp32", "bf16", "fp16"):
         return "quantized"

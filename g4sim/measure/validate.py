@@ -43,6 +43,15 @@ class Check:
         return self.tolerance is None or abs(self.error) <= self.tolerance + 1e-12
 
 
+def engine_for_impl(impl: str, chunk: int):
+    """The engine rule a measured implementation is held to (its own allocation rules)."""
+    from g4sim.engines import get_engine
+
+    if impl.startswith("transformers-"):  # generate() without prefill_chunk_size: the whole prompt at once
+        return get_engine("transformers", attn_implementation=impl.split("-", 1)[1], prefill_chunk=chunk)
+    return get_engine("g4sim", prefill_chunk=chunk)
+
+
 def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str] | None = None) -> list[Check]:
     """Every figure of one measured row against the analytic model.  ``calibration_models`` overrides the
     frozen split (a live profile of a model no split names counts as in-sample for those models)."""
@@ -56,11 +65,12 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
     device = get_profile(str(row["device"]))
     batch, ctx, cache_ctx = int(row["batch"]), int(row["ctx"]), int(row["cache_context"])
     chunk = int(row.get("chunk") or 0) or None
-    engine = get_engine("g4sim", prefill_chunk=chunk or ctx)
-    label = f"{row['model']}[{row['layers']}L] {fmt} ctx {ctx} b{batch}"
+    impl = str(row.get("engine") or "g4sim")
+    engine = engine_for_impl(impl, chunk or ctx)
+    label = f"{row['model']}[{row['layers']}L] {fmt} ctx {ctx} b{batch}" + ("" if impl == "g4sim" else f" {impl}")
 
     split = split_of(row)
-    if calibration_models is not None and split != "quantized":
+    if calibration_models is not None and split not in ("quantized", "other-impl"):
         split = "calibration" if str(row["model"]) in calibration_models else "held-out"
     calib = split
     out: list[Check] = []

@@ -102,7 +102,9 @@ def measured_figures(store: Path | None = None) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for _, row in frame[frame["status"] == "ok"].iterrows():
         fmt = row["quant"] if isinstance(row.get("quant"), str) and row["quant"] else row["dtype"]
-        key = f"measured:{row['device']}:{row['model']}[{int(row['layers'])}L]:{fmt}:ctx{int(row['ctx'])}:b{int(row['batch'])}"
+        impl = row["engine"] if isinstance(row.get("engine"), str) and row["engine"] != "g4sim" else ""
+        key = (f"measured:{row['device']}:{row['model']}[{int(row['layers'])}L]:{fmt}:ctx{int(row['ctx'])}:b{int(row['batch'])}"
+               + (f":{impl}" if impl else ""))  # one key per implementation measured
         out[key] = {"measured_prefill_peak_bytes": float(row["prefill_peak_bytes"])}
     return out
 
