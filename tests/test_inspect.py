@@ -46,7 +46,20 @@ def _by_component(named: dict[str, tuple[str, int]], component_of) -> dict[str, 
 
 
 def _weights(data) -> dict[tuple[str, str], int]:
-    return {(t["component"], t["location"]): t["bytes"] for t in data["memory"]["terms"] if t["category"] == "weights"}
+    out: dict[tuple[str, str], int] = {}
+    for t in data["memory"]["terms"]:
+        if t["category"] == "weights":
+            out[(t["component"], t["location"])] = out.get((t["component"], t["location"]), 0) + t["bytes"]
+    return out
+
+
+def _v_slots(theirs: dict, t) -> int:
+    """vLLM gives attention_k_eq_v layers a V slot in qkv_proj, a copy of K (vllm gemma4.py): the file's K bytes."""
+    import re
+
+    full = {i for i in range(t.num_layers) if not t.is_sliding(i)} if t.attention_k_eq_v else set()
+    return sum(n for name, (_, n) in theirs.items()
+               if ".k_proj." in name and int(re.search(r"layers\.(\d+)\.", name).group(1)) in full)
 
 
 # ---- inspect ------------------------------------------------------------------------------------------
@@ -127,7 +140,10 @@ def test_plan_checkpoint_weighs_the_headers_in_vllm(awq, capsys):
     from g4sim.weightfiles.safetensors import component_of
 
     expected = {(c, "accelerator"): n for c, n in _by_component(theirs, lambda n: component_of(n)[0]).items()}
-    assert _weights(data) == expected and sum(expected.values()) == sum(n for _, n in theirs.values())
+    expected[("attention", "accelerator")] += _v_slots(theirs, TINY_DENSE)
+    assert _v_slots(theirs, TINY_DENSE) > 0
+    assert _weights(data) == expected
+    assert sum(expected.values()) == sum(n for _, n in theirs.values()) + _v_slots(theirs, TINY_DENSE)
     assert (data["request"]["engine"], data["request"]["quant"]) == ("vllm", "int4-g128")
     cmd = data["launch_command"]
     assert cmd.startswith(f"vllm serve {awq} ") and "--quantization" not in cmd  # vLLM reads quantization_config
@@ -142,7 +158,8 @@ def test_a_checkpoint_group_size_vllm_loads(tmp_path, capsys):
     assert code == 0, err
     data = json.loads(out)
     assert data["request"]["quant"] == "int4-g64" and data["request"]["engine"] == "vllm"
-    assert sum(_weights(data).values()) == sum(n for _, n in safetensors_headers(d).values())
+    theirs = safetensors_headers(d)
+    assert sum(_weights(data).values()) == sum(n for _, n in theirs.values()) + _v_slots(theirs, TINY_DENSE)
 
 
 def test_a_checkpoint_on_a_cpu_runs_in_transformers(awq, capsys):

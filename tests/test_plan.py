@@ -6,6 +6,7 @@ Each case of issue "One evaluation" that a new user hit is here, asserting the c
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -71,7 +72,8 @@ def test_three_way_verdict_at_the_margin_boundary():
 def test_budget_is_the_profile_reserve_then_the_engine_rule():
     dev = get_profile("h100-sxm")
     r = req("31b", "h100-sxm", "vllm")
-    assert r.budget_bytes() == min(int(dev.memory_bytes * 0.9), dev.usable_bytes(True))
+    # vLLM asks ceil(total x utilisation) of what cudaMemGetInfo reports: the card less its driver reserve
+    assert r.budget_bytes() == math.ceil(dev.usable_bytes(True) * 0.9)
     desk = req("31b", "rtx4090", "llamacpp", quant="q4_k_m")
     assert desk.budget_bytes() == get_profile("rtx4090").usable_bytes(True)
     headless = Request(desk.workload, desk.device, desk.engine, display_attached=False)
@@ -173,7 +175,7 @@ def test_engine_settings_are_plan_options(capsys):
                      "--json"], capsys)
     data = json.loads(out)  # a vLLM-only setting makes auto pick vLLM
     assert data["request"]["engine"] == "vllm" and "--gpu-memory-utilization 0.5" in data["launch_command"]
-    assert data["capacity"]["budget_bytes"] == int(get_profile("h100-sxm").memory_bytes * 0.5)
+    assert data["capacity"]["budget_bytes"] == math.ceil(get_profile("h100-sxm").usable_bytes(True) * 0.5)
 
 
 def test_gpu_count_conflict_is_refused(capsys):

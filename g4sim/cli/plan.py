@@ -31,7 +31,8 @@ def engine_settings(**given: Any) -> dict[str, Any]:
     fields = {"attn_implementation": "attn_implementation", "prefill_chunk_size": "prefill_chunk",
               "ubatch_size": "n_ubatch", "n_gpu_layers": "n_gpu_layers", "n_cpu_moe": "n_cpu_moe",
               "gpu_memory_utilization": "gpu_memory_utilization", "max_num_batched_tokens": "max_num_batched_tokens",
-              "block_size": "block_size", "wired_limit_mb": "wired_limit_mb", "prefill_step_size": "prefill_step_size"}
+              "block_size": "block_size", "wired_limit_mb": "wired_limit_mb", "prefill_step_size": "prefill_step_size",
+              "vllm_version": "vllm_version"}
     settings = {fields[k]: v for k, v in given.items() if k in fields and v is not None}
     if given.get("flash_attn") is not None:
         settings["flash_attn"] = _on_off("--flash-attn", given["flash_attn"])
@@ -131,6 +132,8 @@ def plan(
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", min=1, max=1 << 24, help="vLLM: tokens per step."),
     block_size: Optional[int] = typer.Option(None, "--block-size", min=1, max=4096, help="vLLM: tokens per KV block."),
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vLLM: no CUDA graphs."),
+    vllm_version: Optional[str] = typer.Option(None, "--vllm-version", help="vLLM release whose allocator to plan "
+                                               "(0.33.0 default, 0.20.0, 0.19.1)."),
     wired_limit_mb: Optional[int] = typer.Option(None, "--wired-limit-mb", min=1, max=1 << 24,
                                                  help="MLX on macOS: sysctl iogpu.wired_limit_mb (GPU working set)."),
     prefill_step_size: Optional[int] = typer.Option(None, "--prefill-step-size", min=1, max=1 << 20,
@@ -152,7 +155,7 @@ def plan(
         flash_attn=flash_attn, swa_full=swa_full, kv_unified=kv_unified, cache_type_v=cache_type_v,
         n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe, gpu_memory_utilization=gpu_memory_utilization,
         max_num_batched_tokens=max_num_batched_tokens, block_size=block_size, enforce_eager=enforce_eager,
-        wired_limit_mb=wired_limit_mb, prefill_step_size=prefill_step_size)
+        wired_limit_mb=wired_limit_mb, prefill_step_size=prefill_step_size, vllm_version=vllm_version)
     if text_only and (with_vision or with_audio):
         raise UserError("--text-only cannot be combined with --with-vision / --with-audio")
     file = weight_file(gguf, checkpoint, model=model, config=config, quant=quant, from_command=from_command)
