@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 from g4sim.analytic.components import CATEGORIES, Category, Component, Location
-from g4sim.analytic.quant import KVDtype, get_kv_dtype, get_quant
+from g4sim.analytic.quant import KVDtype, Tensor, get_kv_dtype, get_quant
 from g4sim.analytic.tensors import model_tensors, quant_context
 from g4sim.spec import ModelSpec, TextSpec
 
@@ -77,13 +77,19 @@ def weight_bytes_by_component(spec: ModelSpec, quant: str, *, vision: bool = Fal
     return dict(_weight_bytes(spec, quant, vision, audio))
 
 
-@lru_cache(maxsize=512)  # searches re-price the same weights many times
-def _weight_bytes(spec: ModelSpec, quant: str, vision: bool, audio: bool) -> tuple[tuple[str, int], ...]:
+@lru_cache(maxsize=128)  # every engine, search and speed estimate prices the same file: price it once
+def priced_tensors(spec: ModelSpec, quant: str, vision: bool = False, audio: bool = False) -> tuple[tuple[Tensor, int], ...]:
+    """Every tensor of ``spec`` (text, and the towers asked for) with its stored bytes in format ``quant``."""
     fmt = get_quant(quant)
     ctx = quant_context(spec.text)
+    return tuple((t, fmt.tensor_bytes(t, ctx)) for t in model_tensors(spec, vision=vision, audio=audio))
+
+
+@lru_cache(maxsize=512)  # searches re-price the same weights many times
+def _weight_bytes(spec: ModelSpec, quant: str, vision: bool, audio: bool) -> tuple[tuple[str, int], ...]:
     out: dict[str, int] = {}
-    for t in model_tensors(spec, vision=vision, audio=audio):
-        out[t.component] = out.get(t.component, 0) + fmt.tensor_bytes(t, ctx)
+    for t, b in priced_tensors(spec, quant, vision, audio):
+        out[t.component] = out.get(t.component, 0) + b
     return tuple(out.items())
 
 

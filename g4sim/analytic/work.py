@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 
-from g4sim.analytic.memory import kv_bytes_per_cell
+from g4sim.analytic.memory import kv_bytes_per_cell, priced_tensors
 from g4sim.analytic.quant import get_kv_dtype, get_quant
 from g4sim.analytic.tensors import quant_context, text_tensors
 from g4sim.spec import ModelSpec, TextSpec
@@ -112,11 +112,9 @@ def _weight_bytes_by_layer(spec: ModelSpec, quant: str, file=None) -> tuple[dict
     """
     if file is not None:
         return _file_bytes_by_layer(spec, file)
-    fmt, qc = get_quant(quant), quant_context(spec.text)
     per_layer: dict[int, list[int]] = {i: [0, 0] for i in range(spec.text.num_layers)}
     lm_head = glob = 0
-    for x in text_tensors(spec.text):
-        b = fmt.tensor_bytes(x, qc)
+    for x, b in priced_tensors(spec, quant):
         if x.kind == "token_embd":
             lm_head += b  # tied: the whole table is read as the LM head every step
         elif x.kind == "ple_table":

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from g4sim.analytic.components import Component, Location
-from g4sim.analytic.memory import MemoryTerm, weight_bytes_by_component
+from g4sim.analytic.memory import MemoryTerm, priced_tensors, weight_bytes_by_component
 from g4sim.analytic.quant import QUANT_FORMATS, get_kv_dtype, get_quant
-from g4sim.analytic.tensors import model_tensors, quant_context
+
 from g4sim.engines.base import (
     HF_REPOS, Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, flag_values, join_command,
     missing_towers, model_from_name, split_command, to_int,
@@ -287,9 +287,7 @@ def _cell_bytes(t: TextSpec, k_type: str, v_type: str, flash_attn: bool) -> dict
 @lru_cache(maxsize=64)
 def _priced(spec: ModelSpec, quant: str, vision: bool, audio: bool) -> tuple[tuple[Component, str, int, int], ...]:
     """(component, kind, layer, bytes) of every GGUF tensor, priced once per file."""
-    fmt, qc = get_quant(quant), quant_context(spec.text)
-    return tuple((Component(x.component), x.kind, x.layer, fmt.tensor_bytes(x, qc))
-                 for x in model_tensors(spec, vision=vision, audio=audio))
+    return tuple((Component(x.component), x.kind, x.layer, b) for x, b in priced_tensors(spec, quant, vision, audio))
 
 
 @lru_cache(maxsize=16)

@@ -195,8 +195,9 @@ def host_profile_for(device: HardwareProfile) -> HardwareProfile:
     return get_profile("desktop-ddr5")
 
 
-def evaluate(req: Request) -> Evaluation:
-    """Memory, budget, verdict, speed (for the layout) and the launch command of one deployment."""
+def evaluate(req: Request, view: bool = False) -> Evaluation:
+    """Memory, budget, verdict, speed (for the layout) and the launch command of one deployment;
+    ``view``: also what the engine's own tools would print (plans show it; sweeps do not need it)."""
     engine = check(req)
     f = _fit(req, engine)
     host_weights = 0 if shares_ram(req.device) else sum(  # input tables are read a row per token: not streamed
@@ -205,16 +206,17 @@ def evaluate(req: Request) -> Evaluation:
     speed = predict(engine, req.workload, req.device, req.gpus, host_weights,
                     host_profile_for(req.device) if host_weights else None)
     command = _command(engine, req.workload, req.gpus, DeviceKind(req.device.kind, req.device.vendor)) if f.loads else None
-    view = engine.user_view(req.workload, req.device, req.display_attached) if req.gpus == 1 else ()
-    return Evaluation(req, f.memory, f.needed_bytes, f.budget_bytes, f.margin_bytes, speed, command, view)
+    lines = engine.user_view(req.workload, req.device, req.display_attached) if view and req.gpus == 1 else ()
+    return Evaluation(req, f.memory, f.needed_bytes, f.budget_bytes, f.margin_bytes, speed, command, lines)
 
 
 def clear_caches() -> None:
     """Forget every cached memory breakdown and work count (after a rule changed under test)."""
+    from g4sim.analytic.memory import priced_tensors
     from g4sim.engines import base, llamacpp, vllm
     from g4sim.evaluation import speed
 
-    for fn in (base._memory, llamacpp._priced, llamacpp._weight_terms, llamacpp._cell_bytes, vllm._cell_bytes, speed.work, _command):
+    for fn in (priced_tensors, base._memory, llamacpp._priced, llamacpp._weight_terms, llamacpp._cell_bytes, vllm._cell_bytes, speed.work, _command):
         fn.cache_clear()
 
 

@@ -78,7 +78,7 @@ def _kv_for(req: Request, quant: str) -> str:
 
 def make_plan(req: Request, choice: str = "", search_layouts: bool = True, context_cap: int | None = None) -> Plan:
     """``context_cap``: the largest context searched (default the model's maximum)."""
-    e = evaluate(req)
+    e = evaluate(req, view=True)
     layouts: tuple[Layout, ...] = ()
     if not e.safe and search_layouts:
         layouts = tuple(ranked_layouts(req))
