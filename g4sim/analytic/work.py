@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from g4sim.analytic.memory import kv_bytes_per_cell, priced_tensors
 from g4sim.analytic.quant import get_kv_dtype, get_quant
-from g4sim.analytic.tensors import quant_context, text_tensors
+from g4sim.analytic.tensors import text_tensors
 from g4sim.spec import ModelSpec, TextSpec
 
 _MATMUL_KINDS = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "router", "other"}

@@ -10,7 +10,7 @@ costs its own bandwidth), or memory runs out, whichever comes first.  Every poin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from g4sim.evaluation import Request, evaluate
 from g4sim.plan.search import max_batch
