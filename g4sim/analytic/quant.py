@@ -52,21 +52,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as GGML
 
 
+# (block, bytes per block) by GGML type name, read once from the gguf package (enum look-ups are slow in hot loops)
+_GGML_SIZES: dict[str, tuple[int, int]] = {t.name: GGML_QUANT_SIZES[t] for t in GGML if t in GGML_QUANT_SIZES}
+
+
 def ggml_bytes(ggml_type: str, n_elements: int, row_length: int | None = None) -> int:
     """Bytes of ``n_elements`` stored as GGML type ``ggml_type`` (rows must hold whole blocks)."""
-    block, type_size = GGML_QUANT_SIZES[GGML[ggml_type]]
+    block, type_size = _GGML_SIZES[ggml_type]
     if n_elements % block:
         raise ValueError(f"{n_elements} elements are not whole {ggml_type} blocks of {block}")
     return n_elements // block * type_size
 
 
 def ggml_bits_per_weight(ggml_type: str) -> Fraction:
-    block, type_size = GGML_QUANT_SIZES[GGML[ggml_type]]
+    block, type_size = _GGML_SIZES[ggml_type]
     return Fraction(8 * type_size, block)
 
 
@@ -130,6 +134,10 @@ class QuantFormat:
     high_precision_bytes: int = 2  # embeddings, PLE, norms, router, towers
     ggml_default: str = ""  # GGUF: the ftype's base type
 
+    @cached_property
+    def _full_precision(self) -> bool:  # Fraction comparisons are slow; formats are priced per tensor
+        return self.linear_bits >= 16
+
     # ---- per-tensor storage ------------------------------------------------
     def tensor_bytes(self, t: Tensor, ctx: QuantContext) -> int:
         if self.family == "gguf":
@@ -138,7 +146,7 @@ class QuantFormat:
             return self._mlx_bytes(t)
         if not t.parameter:
             return 0  # only GGUF files store it
-        if t.kind in ("norm", "router", "token_embd", "ple_table", "other") or self.linear_bits >= 16:
+        if t.kind in ("norm", "router", "token_embd", "ple_table", "other") or self._full_precision:
             return t.numel * self.high_precision_bytes
         payload = Fraction(t.numel) * self.linear_bits / 8
         if self.group_size:
@@ -159,7 +167,7 @@ class QuantFormat:
         new = base
         if t.kind in ("token_embd", "ple_table"):
             if t.component == "lm_head" or ctx.tied_embeddings:  # quantized as the output tensor
-                if t.cols % GGML_QUANT_SIZES[GGML[base]][0] or base == "Q8_0":
+                if t.cols % _GGML_SIZES[base][0] or base == "Q8_0":
                     new = "Q8_0"
                 else:
                     new = "Q6_K"
@@ -187,10 +195,10 @@ class QuantFormat:
                 new = "Q5_K"
         elif t.kind == "attn_output" and ctx.n_expert != 8:
             new = {"q2_k": "Q3_K", "q3_k_m": "Q4_K"}.get(ftype, new)
-        block = GGML_QUANT_SIZES[GGML[new]][0]
+        block = _GGML_SIZES[new][0]
         if t.cols % block:
             new = _FALLBACK.get(new, new)
-            if t.cols % GGML_QUANT_SIZES[GGML[new]][0]:
+            if t.cols % _GGML_SIZES[new][0]:
                 new = "F16"
         return new
 
@@ -304,7 +312,7 @@ class KVDtype:
 
 
 def _ggml_kv(name: str, ggml_type: str, description: str) -> KVDtype:
-    block, size = GGML_QUANT_SIZES[GGML[ggml_type]]
+    block, size = _GGML_SIZES[ggml_type]
     return KVDtype(name, block, size, description)
 
 
