@@ -34,8 +34,7 @@ def sweep(
     """Every model x device x format x context as one table (pandas): each row is one `plan` evaluation."""
     from g4sim.analytic import QUANT_FORMATS
     from g4sim.engines import get_engine
-    from g4sim.outputs.sweep import DEFAULT_CONTEXTS, FORMATS, SweepAxes, write_table
-    from g4sim.outputs.sweep import sweep as run_sweep
+    from g4sim.outputs.sweep import DEFAULT_CONTEXTS, FORMATS, SweepAxes, csv_text, sweep_rows, write_table
     from g4sim.spec import VARIANTS
     from g4sim.units import UnitError, parse_context_list
 
@@ -49,17 +48,17 @@ def sweep(
     name = resolve_engine_name(engine)
     target = output_path(out_path, "--out", tuple(sorted(FORMATS))) if out_path else None
     skipped: list[str] = []
-    frame = run_sweep(SweepAxes(models=models, devices=devices, quants=quants, contexts=contexts,
+    rows = sweep_rows(SweepAxes(models=models, devices=devices, quants=quants, contexts=contexts,
                                 kv_dtype=resolve_kv_dtype(kv_dtype), engine=get_engine(name) if name else None,
                                 batch=batch, gpus=gpus, margin=resolve_margin(margin)), skipped)
     if skipped:
         err.print(f"left out {len(skipped):,} combinations no engine can run as asked, e.g. {skipped[0]} "
                   "(`g4sim plan` says why for each)")
     if target:
-        path = write_table(frame, target)
-        err.print(f"wrote {len(frame):,} rows to {path}")
+        path = write_table(rows, target)
+        err.print(f"wrote {len(rows):,} rows to {path}")
     else:
-        typer.echo(frame.to_csv(index=False), nl=False)
+        typer.echo(csv_text(rows), nl=False)
 
 
 @app.command()

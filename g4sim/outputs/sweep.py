@@ -4,8 +4,8 @@ Every row is one ``g4sim.evaluation.evaluate`` — the same call ``g4sim plan`` 
 a row and ``plan --json`` for the same request agree figure for figure (tested).  Combinations the
 engine cannot run (or, with ``--engine auto``, no engine can) are left out and counted.  Speed
 comes from the evaluation's caches: memory per (engine, workload, device kind), work per (engine,
-workload); each device then costs a few multiplications.  pandas is imported here, never on the
-``g4sim plan`` path.
+workload); each device then costs a few multiplications.  The command line writes rows with the
+standard library or pyarrow; ``sweep()`` returns a pandas DataFrame for Python users.
 """
 
 from __future__ import annotations
@@ -86,10 +86,8 @@ def requests(axes: SweepAxes):
                     yield Request(w, dev, engine, axes.gpus, axes.margin, engine_reason=why), ""
 
 
-def sweep(axes: SweepAxes, skipped: list[str] | None = None):
+def sweep_rows(axes: SweepAxes, skipped: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per runnable (model, device, format, context); ``skipped`` collects why the rest are not."""
-    import pandas as pd
-
     rows = []
     for req, reason in requests(axes):
         if req is None:
@@ -101,22 +99,62 @@ def sweep(axes: SweepAxes, skipped: list[str] | None = None):
         except Incompatible:
             if skipped is not None:
                 skipped.append(f"{req.spec.name} {req.workload.quant} on {req.device.name} ({req.engine.name})")
-    return pd.DataFrame(rows)
+    return rows
 
 
-def write_table(frame, path: Path) -> Path:
-    """CSV / Parquet / JSON by suffix, written atomically (temp file + rename)."""
+def sweep(axes: SweepAxes, skipped: list[str] | None = None):
+    """``sweep_rows`` as a pandas DataFrame (for notebooks and dashboards)."""
+    import pandas as pd
+
+    return pd.DataFrame(sweep_rows(axes, skipped))
+
+
+def _records(table) -> list[dict[str, Any]]:
+    return table.to_dict("records") if hasattr(table, "to_dict") else list(table)
+
+
+def write_table(table, path: Path) -> Path:
+    """CSV / Parquet / JSON by suffix, written atomically (temp file + rename).
+
+    ``table``: sweep rows (a list of dicts) or a DataFrame.  Rows are written with the standard
+    library (CSV, JSON) or pyarrow (Parquet), so the command line never needs pandas.
+    """
+    import csv
+    import json
+
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"output {path.name!r}: unknown table format {suffix or '(none)'}; valid: {', '.join(sorted(FORMATS))}")
+    records = _records(table)
+    columns = list(records[0]) if records else list(getattr(table, "columns", []))
     with atomic(path) as tmp:
         if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(records)
         elif suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(records) if records else pa.table({c: [] for c in columns}), tmp)
         else:
-            frame.to_json(tmp, orient="records", indent=1)
+            with open(tmp, "w") as f:
+                json.dump(records, f, indent=1)
     return path
 
 
-__all__ = ["DEFAULT_CONTEXTS", "FORMATS", "SweepAxes", "row", "sweep", "write_table"]
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV text (what ``g4sim sweep`` prints without ``--out``)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+__all__ = ["DEFAULT_CONTEXTS", "FORMATS", "SweepAxes", "csv_text", "row", "sweep", "sweep_rows", "write_table"]
