@@ -11,6 +11,7 @@ import pytest
 
 from g4sim.analytic.components import Category, Component, Location
 from g4sim.analytic.memory import weight_bytes_by_component
+from g4sim.engines.llamacpp import LlamaCppEngine
 from g4sim.engines import EngineError, Workload, engine_for_command, get_engine
 from g4sim.engines.ollama import (
     OllamaEngine, PsLine, effective_num_ctx, generation_batch_for_context, human_bytes, parse_tag,
@@ -122,13 +123,16 @@ def test_ps_size_and_split_with_num_gpu():
     # pad256(min(8192, 1024 + 512)) = 1536; host layers 0..20 = 18 sliding + 3 full (5, 11, 17)
     kv_gpu = 32 * 1536 * 16384 + 7 * 8192 * 8192
     kv_host = 18 * 1536 * 16384 + 3 * 8192 * 8192
-    compute = 512 * 262144 * 4  # llama.cpp compute buffer estimate: n_ubatch x vocab x 4 B
+    # llama.cpp's compute buffer: the reproduced worst-case graph, equal to llama.cpp's log at every printed
+    # digit on 556 loads (tests/test_llamacpp_loader.py); the output buffer holds one slot's logits (vocab x 4 B)
+    compute = LlamaCppEngine(n_ubatch=512).activation_terms(DENSE.text, ctx=8192, batch=1, quant="q4_k_m")[0].bytes
     m = eng.bind(w).memory(w)
     gpu_weights = sum(t.bytes for t in m.terms if t.category is Category.WEIGHTS and t.location is Location.ACCELERATOR
                       and t.component is not Component.VISION_TOWER)
     assert m.get(Component.VISION_TOWER, Location.HOST) > 0  # num_gpu below 61: --no-mmproj-offload
     assert ps.vram_bytes == gpu_weights + kv_gpu + compute
-    assert ps.size_bytes == sum(weight_bytes_by_component(DENSE, "q4_k_m").values()) + kv_gpu + kv_host + compute
+    assert ps.size_bytes == (sum(weight_bytes_by_component(DENSE, "q4_k_m").values()) + kv_gpu + kv_host + compute
+                             + 262144 * 4)
     cpu = round((ps.size_bytes - ps.vram_bytes) / ps.size_bytes * 100)
     assert ps.processor == f"{cpu}%/{100 - cpu}% CPU/GPU" and 0 < cpu < 100
     assert (ps.context, ps.num_batch, ps.gpu_layers, ps.fit) == (8192, 512, 40, False)

@@ -32,7 +32,7 @@ def engine_settings(**given: Any) -> dict[str, Any]:
               "ubatch_size": "n_ubatch", "n_gpu_layers": "n_gpu_layers", "n_cpu_moe": "n_cpu_moe",
               "gpu_memory_utilization": "gpu_memory_utilization", "max_num_batched_tokens": "max_num_batched_tokens",
               "block_size": "block_size", "wired_limit_mb": "wired_limit_mb", "prefill_step_size": "prefill_step_size",
-              "vllm_version": "vllm_version"}
+              "vllm_version": "vllm_version", "batch_size": "n_batch"}
     settings = {fields[k]: v for k, v in given.items() if k in fields and v is not None}
     if given.get("flash_attn") is not None:
         settings["flash_attn"] = _on_off("--flash-attn", given["flash_attn"])
@@ -44,6 +44,8 @@ def engine_settings(**given: Any) -> dict[str, Any]:
     for switch in ("swa_full", "kv_unified", "enforce_eager"):
         if given.get(switch):
             settings[switch] = True
+    if given.get("no_repack"):
+        settings["repack"] = False
     return settings
 
 
@@ -123,6 +125,9 @@ def plan(
                                                help="llama.cpp -ub / Ollama num_batch: micro-batch tokens."),
     flash_attn: Optional[str] = typer.Option(None, "--flash-attn", help="llama.cpp -fa: on or off."),
     swa_full: bool = typer.Option(False, "--swa-full", help="llama.cpp: full-size sliding-window cache."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=1 << 20,
+                                             help="llama.cpp -b: logical batch (caps -ub)."),
+    no_repack: bool = typer.Option(False, "--no-repack", help="llama.cpp on CPU: no repacked weight copy."),
     kv_unified: bool = typer.Option(False, "--kv-unified", help="llama.cpp: one KV buffer for all slots."),
     cache_type_v: Optional[str] = typer.Option(None, "--cache-type-v", help="llama.cpp -ctv (default: as -ctk)."),
     n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", "--num-gpu", min=0, max=100_000,
@@ -154,6 +159,7 @@ def plan(
         attn_implementation=attn_implementation, prefill_chunk_size=prefill_chunk_size, ubatch_size=ubatch_size,
         flash_attn=flash_attn, swa_full=swa_full, kv_unified=kv_unified, cache_type_v=cache_type_v,
         n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe, gpu_memory_utilization=gpu_memory_utilization,
+        batch_size=batch_size, no_repack=no_repack,
         max_num_batched_tokens=max_num_batched_tokens, block_size=block_size, enforce_eager=enforce_eager,
         wired_limit_mb=wired_limit_mb, prefill_step_size=prefill_step_size, vllm_version=vllm_version)
     if text_only and (with_vision or with_audio):

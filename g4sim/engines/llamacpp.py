@@ -22,10 +22,21 @@ Sources (ggml-org/llama.cpp):
 * Given the exact file (``Workload.file``), every tensor is placed by the same rules at the bytes
   the file stores (``_file_priced``), and ``-m`` names that file; ``--from`` reads a ``-m`` file that
   exists on this machine (``g4sim.weightfiles``).
-* The compute buffer is estimated, not read from the source (it under-estimates small models): the
-  largest of the micro-batch's logits (n_ubatch x vocab x 4 B, reserved for a full micro-batch of
-  outputs), its MLP / MoE intermediates, and, without flash attention, the F32 attention scores
-  n_kv x n_ubatch x heads.
+* ``src/llama-context.cpp`` — the micro-batch is ``min(n_ubatch, n_batch, requested n_ctx)`` (``-b``
+  defaults to 2048 and caps ``-ub``); the output buffer holds ``n_vocab x n_seq_max`` F32 logits in
+  host memory (``output_reserve``); the compute buffer is sized by reserving the worst-case graph
+  (``sched_reserve`` -> ``graph_reserve``: ``min(n_ctx, n_ubatch)`` tokens over every KV cell, with
+  ``min(n_tokens, n_outputs_max)`` logits rows: llama-server sets ``n_outputs_max`` to its ``-np``
+  slots, ``tools/server/server-context.cpp`` ``server_output_limits``; the C API's default is n_batch).
+  g4sim rebuilds that gemma4 graph and replays ggml-alloc on it (``compute_buffer_bytes``, below): equal
+  to llama.cpp's logged CPU compute buffer on every load of tests/data/llamacpp_loader (full-width
+  reduced-depth files, real loads; full-depth files, metadata-only loads), to the byte it prints.  The
+  same figure is used on a GPU (not measured: CUDA's buffers may align differently).
+* ``ggml/src/ggml-cpu`` — on a CPU build, weight repacking (``--repack``, the default) allocates
+  extra buffers (CPU_REPACK; AMX first where present) holding a second, re-laid-out copy of the
+  matrices of the types the CPU's kernels take (``CPU_FEATURES``, ``extra_buffer_terms``); measured on
+  x86-avx2 only.  Component: COMPUTE_BUFFER (the vocabulary has no "extra weight buffer"; its source
+  names CPU_REPACK / AMX).
 
 Runs on every device kind (CUDA, ROCm, Metal, Vulkan, CPU).  No torch import.
 """
@@ -39,8 +50,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from g4sim.analytic.components import Component, Location
-from g4sim.analytic.memory import MemoryTerm, priced_tensors, weight_bytes_by_component
+from g4sim.analytic.memory import MemoryBreakdown, MemoryTerm, priced_tensors, weight_bytes_by_component
 from g4sim.analytic.quant import QUANT_FORMATS, get_kv_dtype, get_quant
+from g4sim.analytic.tensors import quant_context, text_tensors
 
 from g4sim.engines.base import (
     HF_REPOS, Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, flag_values, join_command,
@@ -89,6 +101,10 @@ class LlamaCppEngine(Engine):
                "common/arg.cpp: 0"),
         Option("kv_unified", ("--kv-unified", "-kvu"), "one KV buffer shared by all slots",
                "common/common.h kv_unified = false; tools/server sets it (with 4 slots) when -np is not given"),
+        Option("n_batch", ("-b", "--batch-size"), "logical batch (caps -ub: n_ubatch = min(n_ubatch, n_batch))",
+               "common/common.h n_batch = 2048"),
+        Option("repack", ("--repack", "-nr", "--no-repack"), "CPU weight repacking (extra CPU_REPACK / AMX buffers)",
+               "common/common.h no_extra_bufts = false (repacking on); -nr / --no-repack turns it off"),
     )
     command_names: ClassVar[tuple[str, ...]] = ("llama-server", "llama-cli")
     file_kinds: ClassVar[frozenset[str]] = frozenset({"gguf"})
@@ -100,21 +116,47 @@ class LlamaCppEngine(Engine):
     cache_type_v: str | None = None  # None: same as the KV dtype asked for
     n_gpu_layers: int = 999
     n_cpu_moe: int = 0
+    n_batch: int = 2048
+    repack: bool = True  # llama_model_params.use_extra_bufts (llama-server --repack, the default)
+    # The CPU's features that decide which weights ggml-cpu repacks into extra buffers (CPU_FEATURES);
+    # measured: x86-avx2 (this project's CI machine, a GGML_NATIVE=OFF build); the others from the source.
+    cpu_features: str = "x86-avx2"
+    # Logits rows the worst-case graph reserves: None = llama-server's (the -np slots: tools/server
+    # server_output_limits, no draft model); 0 = the C API's default (n_batch: llama-cpp-python, llama-bench).
+    n_outputs_max: int | None = None
+    cache_type_k: str | None = None  # the K cache type: bound from the workload's KV dtype (bind)
     ple_location: Location = Location.HOST
     cuda_context_bytes: int = 300 * MiB  # ggml's CUDA context + cuBLAS handles (no torch)
     allocator_reserve_fraction: float = 0.0  # ggml allocates exact buffers
 
     def __post_init__(self) -> None:
-        for flag, v in (("-ub", self.n_ubatch), ("-np", self.n_seq_max)):
+        for flag, v in (("-ub", self.n_ubatch), ("-np", self.n_seq_max), ("-b", self.n_batch)):
             if v < 1:
                 raise EngineError(f"{flag} {v} must be a positive integer")
+        if self.cpu_features not in CPU_FEATURES:
+            raise EngineError(f"cpu_features {self.cpu_features!r}; g4sim knows: {', '.join(CPU_FEATURES)}")
+        if self.n_outputs_max is not None and self.n_outputs_max < 0:
+            raise EngineError(f"n_outputs_max {self.n_outputs_max} must be 0 (n_batch) or more")
         if self.n_gpu_layers < 0 or self.n_cpu_moe < 0:
             raise EngineError("-ngl and --n-cpu-moe take a count of layers (0 or more)")
         if self.cache_type_v is not None and self.cache_type_v not in _CACHE_TYPE:
             raise EngineError(f"-ctv {self.cache_type_v!r}; valid: {', '.join(sorted(_CACHE_TYPE))}")
 
     def bind(self, w: Workload) -> LlamaCppEngine:
-        return self if self.n_seq_max == w.batch else replace(self, n_seq_max=w.batch)
+        """The slots (-np) are the workload's batch; the K cache type is its KV dtype (-ctk)."""
+        if (self.n_seq_max, self.cache_type_k) == (w.batch, w.kv_dtype):
+            return self
+        return replace(self, n_seq_max=w.batch, cache_type_k=w.kv_dtype)
+
+    def micro_batch(self, n_ctx_total: int) -> int:
+        """The micro-batch llama.cpp uses: llama_context clamps n_batch to the requested context (before it is
+        padded) and n_ubatch to n_batch (src/llama-context.cpp)."""
+        return min(self.n_ubatch, self.n_batch, n_ctx_total)
+
+    def reserved_outputs(self, n_tokens: int) -> int:
+        """Logits rows of the reserved graph: sched_reserve's n_outputs = min(n_tokens, n_outputs_max)."""
+        cap = self.n_seq_max if self.n_outputs_max is None else self.n_outputs_max or min(self.n_batch, n_tokens)
+        return min(n_tokens, cap)
 
     def compatibility(self, w: Workload, device, gpus: int) -> str | None:
         reason = super().compatibility(w, device, gpus)
@@ -129,10 +171,12 @@ class LlamaCppEngine(Engine):
         return pad(ctx)
 
     def kv_cells(self, t: TextSpec, layer: int, ctx: int) -> int:
+        """Cells per stream; ``ctx`` is the whole context with a unified cache, else one sequence's."""
         n_ctx = self.n_ctx(ctx)
         if t.is_sliding(layer) and not self.swa_full:
             seqs = self.n_seq_max if self.kv_unified else 1
-            return pad(min(n_ctx, t.sliding_window * seqs + self.n_ubatch))
+            u = self.micro_batch(ctx if self.kv_unified else ctx * self.n_seq_max)
+            return pad(min(n_ctx, t.sliding_window * seqs + u))
         return n_ctx
 
     def kv_layer_bytes(self, t: TextSpec, layer: int, ctx: int, k_type: str, v_type: str) -> tuple[int, int]:
@@ -166,22 +210,44 @@ class LlamaCppEngine(Engine):
                      file: WeightFile | None = None) -> list[MemoryTerm]:
         return list(_weight_terms(spec, quant, vision, audio, self.n_gpu_layers, self.n_cpu_moe, file))
 
-    # ---- compute buffers -----------------------------------------------------------------
+    # ---- compute and output buffers ------------------------------------------------------
     def chunk_tokens(self, ctx: int) -> int:
         return self.n_ubatch
 
     def activation_terms(self, t: TextSpec, *, ctx: int, batch: int, quant: str) -> list[MemoryTerm]:
-        u = self.n_ubatch
-        logits = u * t.vocab_size * 4
-        mlp = u * 3 * max(t.mlp_intermediate(i) for i in range(t.num_layers)) * 4 + 4 * u * t.hidden_size * 4
-        if t.enable_moe_block:
-            mlp += u * t.top_k_experts * 3 * t.moe_intermediate_size * 4
-        scores = 0 if self.flash_attn else self.n_ctx(ctx * (batch if self.kv_unified else 1)) * u * t.num_heads * 4
-        work = max(logits, mlp, scores)
-        which = {logits: "logits", mlp: "MLP", scores: "attention scores"}[work]
-        return [MemoryTerm(Component.COMPUTE_BUFFER, work, Location.ACCELERATOR,
-                           f"estimate ({which}): max(n_ubatch {u} x vocab x 4 B, MLP intermediates, "
-                           + ("flash attention: no score matrix)" if self.flash_attn else "n_kv x n_ubatch x heads x 4 B)"))]
+        total = ctx * batch  # llama-server -c: all slots
+        u = self.micro_batch(total)
+        outputs = self.reserved_outputs(u)
+        n_tokens = -(-u // batch) * batch  # graph_reserve rounds n_tokens up to a multiple of n_seqs
+        cells_ctx = total if self.kv_unified else ctx  # cells per stream
+        sliding = next((i for i in t.cache_layers if t.is_sliding(i)), None)
+        full = next((i for i in t.cache_layers if not t.is_sliding(i)), None)
+        kv_full = self.kv_cells(t, full, cells_ctx) if full is not None else self.n_ctx(cells_ctx)
+        kv_swa = self.kv_cells(t, sliding, cells_ctx) if sliding is not None else kv_full
+        k_type = self.cache_type_k or "fp16"
+        v_type = self.cache_type_v or k_type
+        buf = compute_buffer_bytes(t, n_tokens=n_tokens, n_outputs=outputs, kv_full=kv_full, kv_swa=kv_swa,
+                                   flash_attn=self.flash_attn, k_type=k_type, v_type=v_type)
+        return [
+            MemoryTerm(Component.COMPUTE_BUFFER, buf, Location.ACCELERATOR,
+                       f"compute buffer: ggml-alloc's placement of the worst-case graph (sched_reserve): "
+                       f"{n_tokens} tokens, {outputs} logits rows, {kv_full} + {kv_swa} KV cells per stream, "
+                       f"flash attention {'on' if self.flash_attn else 'off'}, K {k_type} / V {v_type}"),
+            MemoryTerm(Component.LOGITS, t.vocab_size * 4 * batch, Location.HOST,
+                       f"output buffer: n_vocab x {batch} slot(s) x 4 B (llama_context::output_reserve, host memory)"),
+        ]
+
+    def memory(self, w: Workload, device_kind: str = "gpu") -> MemoryBreakdown:
+        """Engine.memory, plus on a CPU (a llama.cpp build without a GPU backend) the extra CPU buffers
+        weight repacking allocates, and without the GPU copy of the tied output (nothing is offloaded)."""
+        return _llama_memory(self, w, device_kind)
+
+    def extra_buffer_terms(self, w: Workload) -> list[MemoryTerm]:
+        """The CPU extra buffers (CPU_REPACK; AMX first where the CPU has it) of a CPU-only load."""
+        if not self.repack:
+            return []
+        return [MemoryTerm(Component.REPACKED_WEIGHTS, n, Location.ACCELERATOR, note)
+                for n, note in _extra_buffers(w.spec, w.quant, self.cpu_features, w.file) if n]
 
     def overhead_terms(self, terms, *, device_kind: str) -> list[MemoryTerm]:
         if device_kind != "gpu":
@@ -201,6 +267,10 @@ class LlamaCppEngine(Engine):
                  f"-ctk {_CACHE_TYPE[w.kv_dtype]}", f"-ctv {_CACHE_TYPE[self.cache_type_v or w.kv_dtype]}"]
         if self.n_cpu_moe:
             parts.append(f"--n-cpu-moe {self.n_cpu_moe}")
+        if self.n_batch != 2048:
+            parts.append(f"-b {self.n_batch}")
+        if not self.repack:
+            parts.append("--no-repack")
         if self.swa_full:
             parts.append("--swa-full")
         if self.kv_unified:
@@ -220,7 +290,8 @@ class LlamaCppEngine(Engine):
         for o in cls.options:
             for flag in o.flags:
                 known[flag] = o.field
-        switches = frozenset({"--swa-full", "--kv-unified", "-kvu"})
+        known.update({"--repack": "repack_on", "-nr": "repack_off", "--no-repack": "repack_off"})
+        switches = frozenset({"--swa-full", "--kv-unified", "-kvu", "--repack", "-nr", "--no-repack"})
         v = flag_values(argv[1:], known, switches)
         if "model" not in v:
             raise EngineError("llama-server needs -m FILE.gguf")
@@ -239,7 +310,7 @@ class LlamaCppEngine(Engine):
             raise EngineError(f"cannot tell the GGUF type from {path!r}; name it like gemma-4-31B-it-Q4_K_M.gguf "
                               "(types: " + ", ".join(sorted(_FILE_TYPE.values())) + ")")
         settings: dict = {}
-        for field in ("n_ubatch", "n_gpu_layers", "n_cpu_moe"):
+        for field in ("n_ubatch", "n_gpu_layers", "n_cpu_moe", "n_batch"):
             if field in v:
                 settings[field] = to_int(next(o.flags[0] for o in cls.options if o.field == field), v[field])
         if "flash_attn" in v:
@@ -249,6 +320,8 @@ class LlamaCppEngine(Engine):
         for field in ("swa_full", "kv_unified"):
             if field in v:
                 settings[field] = True
+        if "repack_off" in v:
+            settings["repack"] = False
         kv = cache_type("-ctk", v["ctk"]) if "ctk" in v else "fp16"  # llama.cpp's default cache type is f16
         if "cache_type_v" in v:
             v_type = cache_type("-ctv", v["cache_type_v"])
@@ -279,15 +352,41 @@ def cell_bytes(t: TextSpec, layer: int, k_type: str, v_type: str, flash_attn: bo
 
 
 @lru_cache(maxsize=512)
-def _cell_bytes(t: TextSpec, k_type: str, v_type: str, flash_attn: bool) -> dict[int, int]:
+def _cell_bytes_per_layer(t: TextSpec, k_type: str, v_type: str, flash_attn: bool) -> dict[int, int]:
     """K + V bytes of one cell of each cache layer."""
     return {i: sum(cell_bytes(t, i, k_type, v_type, flash_attn)) for i in t.cache_layers}
 
 
+class _CellBytes:
+    """``_cell_bytes(t, k, v, fa)``; g4sim.evaluation.clear_caches() clears ``llamacpp._cell_bytes``, so its
+    ``cache_clear`` clears every cache of this module that a rule change must invalidate."""
+
+    def __call__(self, t: TextSpec, k_type: str, v_type: str, flash_attn: bool) -> dict[int, int]:
+        return _cell_bytes_per_layer(t, k_type, v_type, flash_attn)
+
+    @staticmethod
+    def cache_clear() -> None:
+        for fn in (_cell_bytes_per_layer, _llama_memory, compute_buffer_bytes, _extra_buffers):
+            fn.cache_clear()
+
+
+_cell_bytes = _CellBytes()
+
+
 @lru_cache(maxsize=64)
 def _priced(spec: ModelSpec, quant: str, vision: bool, audio: bool) -> tuple[tuple[Component, str, int, int], ...]:
-    """(component, kind, layer, bytes) of every GGUF tensor, priced once per file."""
-    return tuple((Component(x.component), x.kind, x.layer, b) for x, b in priced_tensors(spec, quant, vision, audio))
+    """(component, kind, layer, bytes) of every GGUF tensor, priced once per file.
+
+    A float GGUF (F16 / BF16 / F32, as convert_hf_to_gguf.py writes it: conversion/base.py prepare_tensors)
+    keeps its 1-D tensors (norms, scales, rope_freqs, layer_output_scale) and the MoE router in F32, and
+    stores the two non-parameter tensors; llama_model_size counts them (tests/test_llamacpp_loader.py)."""
+    fmt = get_quant(quant)
+    rows = []
+    for x, b in priced_tensors(spec, quant, vision, audio):
+        if fmt.family == "float" and x.kind in ("norm", "router") and x.component not in TOWERS:
+            b = x.numel * 4
+        rows.append((Component(x.component), x.kind, x.layer, b))
+    return tuple(rows)
 
 
 @lru_cache(maxsize=16)
@@ -332,3 +431,476 @@ def _weight_terms(spec: ModelSpec, quant: str, vision: bool, audio: bool, n_gpu_
 def weights_on_device(spec: ModelSpec, quant: str) -> int:
     """All GGUF weight bytes (what llama.cpp's 'model buffer size' lines add up to)."""
     return sum(weight_bytes_by_component(spec, quant).values())
+
+
+# ---- the compute buffer: llama.cpp's worst-case graph, placed by ggml-alloc ---------------------------
+#
+# llama_context::sched_reserve (src/llama-context.cpp) builds the model's graph for one worst-case
+# micro-batch -- graph_reserve(n_tokens = min(n_ctx, n_ubatch), n_seqs = n_seq_max, n_outputs =
+# min(n_tokens, n_outputs_max)) over the whole KV cache (memory->init_full(): n_kv = every cell) -- and
+# ggml_backend_sched_reserve sizes the compute buffer as the high-water mark of ggml-alloc placing that
+# graph (ggml/src/ggml-alloc.c ggml_gallocr_alloc_graph_impl + ggml_dyn_tallocr).  There is no closed
+# form: which intermediate lands where depends on the order of the nodes, on which ops may overwrite a
+# parent in place and on best-fit reuse of freed blocks.  So g4sim does what llama.cpp does, on shapes
+# only: it builds the gemma4 graph node for node (src/models/gemma4.cpp graph(), src/llama-graph.cpp
+# build_inp_embd / build_attn (kv_iswa) / build_attn_mha / build_ffn / build_moe_ffn,
+# src/llama-kv-cache.cpp cpy_k / cpy_v / get_k / get_v / build_input_*_idxs / *_rot, the order
+# ggml_build_forward_expand gives them: ggml.c ggml_visit_parents_graph, sources left to right) and
+# replays ggml-alloc on it.  Checked against llama.cpp's own graphs node for node and against 432 logged
+# loads to the byte (tests/test_llamacpp_loader.py).
+
+_F32, _F16, _Q4_0, _Q8_0, _I32, _I64, _BF16 = 0, 1, 2, 8, 26, 27, 30  # enum ggml_type
+_TYPE_SIZE = {_F32: (1, 4), _F16: (1, 2), _Q4_0: (32, 18), _Q8_0: (32, 34), _I32: (1, 4), _I64: (1, 8),
+              _BF16: (1, 2)}  # (block, bytes per block), as ggml's type traits
+_GGML_CACHE_TYPE = {"fp32": _F32, "fp16": _F16, "bf16": _BF16, "q8_0": _Q8_0, "q4_0": _Q4_0}
+# ggml-alloc.c ggml_op_can_inplace (GLU, MUL_MAT, GET_ROWS, CONT, FLASH_ATTN_EXT ... never)
+_INPLACE = frozenset({"SCALE", "ADD", "MUL", "DIV", "UNARY", "ROPE", "RMS_NORM", "CLAMP", "SOFT_MAX"})
+_ALIGN = 32  # the CPU buffer type's alignment (ggml-impl.h TENSOR_ALIGNMENT)
+
+
+class _Node:
+    """A ggml tensor as ggml-alloc sees it: op, type, shape, strides, sources, view root, flags."""
+
+    __slots__ = ("op", "type", "ne", "nb", "src", "view_src", "ext", "output", "nbytes")
+
+    def __init__(self, op: str, typ: int, ne: tuple[int, ...], src: tuple = (), nb: tuple[int, ...] | None = None,
+                 view_src: _Node | None = None, ext: bool = False) -> None:
+        ne = tuple(ne) + (1,) * (4 - len(ne))
+        blk, ts = _TYPE_SIZE[typ]
+        if nb is None:
+            nb = (ts, ts * (ne[0] // blk), ts * (ne[0] // blk) * ne[1], ts * (ne[0] // blk) * ne[1] * ne[2])
+        self.op, self.type, self.ne, self.nb, self.src = op, typ, ne, nb, src
+        self.view_src, self.ext, self.output = view_src, ext, False
+        self.nbytes = ne[0] * ne[1] * ne[2] * ne[3] * ts // blk
+
+
+_EXT = _Node("NONE", _F32, (1,), ext=True)  # weights and KV caches: in their own buffers, never placed here
+
+
+def _same(op: str, a: _Node, *src: _Node) -> _Node:  # ggml_dup_tensor(a): contiguous, a's type and shape
+    return _Node(op, a.type, a.ne, (a,) + src)
+
+
+def _view(a: _Node, ne: tuple[int, ...], nb: tuple[int, ...], op: str = "VIEW") -> _Node:
+    ne = tuple(ne) + (1,) * (4 - len(ne))
+    nb = list(nb)
+    while len(nb) < 4:
+        nb.append(nb[-1] * ne[len(nb) - 1])
+    return _Node(op, a.type, ne, (a,), tuple(nb), a.view_src or a)
+
+
+def _reshape(a: _Node, *ne: int) -> _Node:
+    t = _Node("RESHAPE", a.type, ne, (a,))
+    t.view_src = a.view_src or a
+    return t
+
+
+def _permute(a: _Node, axes: tuple[int, int, int, int]) -> _Node:  # ggml_permute: dim i goes to axes[i]
+    ne, nb = [0] * 4, [0] * 4
+    for i, j in enumerate(axes):
+        ne[j], nb[j] = a.ne[i], a.nb[i]
+    return _Node("PERMUTE", a.type, tuple(ne), (a,), tuple(nb), a.view_src or a)
+
+
+def _mm(n_out: int, b: _Node) -> _Node:  # ggml_mul_mat(weight [., n_out], b): F32
+    return _Node("MUL_MAT", _F32, (n_out,) + b.ne[1:], (_EXT, b))
+
+
+def _contiguous(a: _Node) -> bool:
+    blk, ts = _TYPE_SIZE[a.type]
+    exp = ts * (a.ne[0] // blk)
+    if a.nb[0] != ts:
+        return False
+    for i in range(1, 4):
+        if a.ne[i] != 1 and a.nb[i] != exp:
+            return False
+        exp *= a.ne[i]
+    return True
+
+
+def _norm_mul(a: _Node) -> _Node:  # build_norm(LLM_NORM_RMS) with a weight: rms_norm, mul
+    return _same("MUL", _same("RMS_NORM", a), _EXT)
+
+
+def _hadamard(cur: _Node, rot: _Node) -> _Node:  # src/llama-impl.h llama_mul_mat_hadamard
+    n = rot.ne[0]
+    nel = cur.ne[0] * cur.ne[1] * cur.ne[2] * cur.ne[3]
+    res = _reshape(cur, n, nel // n) if _contiguous(cur) else _Node("CONT", cur.type, (n, nel // n), (cur,))
+    return _reshape(_Node("MUL_MAT", _F32, (n, nel // n), (rot, res)), *cur.ne)
+
+
+class _Graph:
+    def __init__(self) -> None:
+        self.nodes: list[_Node] = []
+        self.leafs: list[_Node] = []
+        self._seen: set[int] = set()
+
+    def expand(self, t: _Node) -> None:
+        """ggml_build_forward_expand: sources depth first, left to right; a node after its sources."""
+        stack = [(t, False)]
+        while stack:
+            x, done = stack.pop()
+            if done:
+                (self.leafs if x.op == "NONE" else self.nodes).append(x)
+            elif id(x) not in self._seen:
+                self._seen.add(id(x))
+                stack.append((x, True))
+                stack.extend((s, False) for s in reversed(x.src))
+
+
+def _input(typ: int, *ne: int) -> _Node:
+    return _Node("NONE", typ, ne)
+
+
+def _reserve_graph(t: TextSpec, u: int, o: int, kv_full: int, kv_swa: int, fa: bool, k_type: int,
+                   v_type: int) -> _Graph:
+    """gemma4's graph for n_tokens = u, n_outputs = o, over caches of kv_full / kv_swa cells per stream.
+
+    Several sequences (streams) give tensors of the same bytes ([n_kv, u / n_stream, ., n_stream]), so one
+    stream of u tokens places the same way (checked at 4 sequences, unified and not)."""
+    g = _Graph()
+    h, L = t.hidden_size, t.num_layers
+    tokens, inp_embd = _input(_I32, u), _input(_F32, h, u)  # build_inp_embd: both inputs enter the graph
+    embd = _Node("GET_ROWS", _F32, (h, u), (_EXT, tokens))
+    g.expand(embd)
+    g.expand(inp_embd)
+    ple = None
+    if t.has_ple:  # gemma4 build_inp_per_layer, expanded at once
+        P = t.hidden_size_per_layer_input
+        ple = _same("SCALE", _reshape(_Node("GET_ROWS", _F32, (P * L, u), (_EXT, _input(_I32, u))), P, L, u))
+        g.expand(ple)
+    inp_l = _same("SCALE", embd)  # inp_scaled
+    pos = _input(_I32, u)
+    v_max = max(t.kv_heads(i) * t.head_dim_of(i) for i in t.cache_layers)  # n_embd_v_gqa_max (V transposed)
+    caches = {}
+    for sliding in (True, False):  # build_attn_inp_kv_iswa: per cache, K/V row indices and the KQ mask
+        hd = t.head_dim if sliding else t.global_head_dim
+        c = {"cells": kv_swa if sliding else kv_full, "k_idxs": _input(_I64, u),
+             "v_idxs": _input(_I64, u if fa else u * v_max),
+             "mask": _input(_F16 if fa else _F32, kv_swa if sliding else kv_full, u), "k_rot": None, "v_rot": None}
+        if _TYPE_SIZE[k_type][0] > 1 and hd % 64 == 0:  # llama_kv_cache: attn_rot_k for a quantized K cache
+            nrot = 64
+            while hd % (nrot * 2) == 0:
+                nrot *= 2
+            c["k_rot"] = _input(_F32, nrot, nrot)
+        if _TYPE_SIZE[v_type][0] > 1 and hd % 64 == 0:  # attn_rot_v: 64 x 64
+            c["v_rot"] = _input(_F32, 64, 64)
+        caches[sliding] = c
+    out_ids = _input(_I32, o)
+    ple_proj = None
+    if ple is not None:  # project_per_layer_inputs: built before the layers, expanded where layer 0 reads it
+        P = t.hidden_size_per_layer_input
+        pp = _norm_mul(_reshape(_same("SCALE", _mm(P * L, inp_l)), P, L, u))
+        ple_proj = _Node("CONT", _F32, (P, u, L), (_permute(_same("SCALE", _same("ADD", pp, ple)), (0, 2, 1, 3)),))
+    for il in range(L):
+        c = caches[t.is_sliding(il)]
+        hd, nh, nkv = t.head_dim_of(il), t.num_heads, t.kv_heads(il)
+        cur = _norm_mul(inp_l)
+        q = _same("MUL", _same("RMS_NORM", _reshape(_mm(hd * nh, cur), hd, nh, u)), _EXT)
+        q = _Node("ROPE", q.type, q.ne, (q, pos))
+        k = v = None
+        if not t.is_kv_shared(il):
+            k_mm = _mm(hd * nkv, cur)
+            v_mm = k_mm if t.k_eq_v(il) else _mm(hd * nkv, cur)  # no v_proj: V is K's projection
+            k = _same("MUL", _same("RMS_NORM", _reshape(k_mm, hd, nkv, u)), _EXT)
+            k = _Node("ROPE", k.type, k.ne, (k, pos))
+            v = _same("RMS_NORM", _reshape(v_mm, hd, nkv, u))
+        cur = _norm_mul(_attention(g, c, q, k, v, hd, nh, nkv, u, fa, k_type, v_max, h))
+        attn_out = _same("ADD", cur, inp_l)
+        if t.enable_moe_block:
+            mlp = _norm_mul(_ffn(_norm_mul(attn_out), t.mlp_intermediate(il), h))
+            moe_in = _norm_mul(attn_out)
+            router = _mm(t.num_experts, _same("MUL", _same("SCALE", _same("RMS_NORM", attn_out)), _EXT))
+            cur = _same("ADD", mlp, _norm_mul(_moe(g, t, moe_in, router, u)))
+        else:
+            cur = _ffn(_norm_mul(attn_out), t.mlp_intermediate(il), h)
+        cur = _same("ADD", _norm_mul(cur), attn_out)
+        if ple_proj is not None:
+            P = t.hidden_size_per_layer_input
+            pe_in = cur
+            cur = _same("MUL", _same("UNARY", _mm(P, cur)), _view(ple_proj, (P, u), (4, 4 * P)))
+            cur = _same("ADD", pe_in, _norm_mul(_mm(h, cur)))
+        inp_l = _same("MUL", cur, _EXT)  # layer_output_scale
+    cur = _same("MUL", _same("RMS_NORM", inp_l), _EXT)
+    cur.output = True  # h_nextn
+    cur = _Node("GET_ROWS", _F32, (h, o), (cur, out_ids))
+    cur.output = True  # result_norm
+    cur = _same("SCALE", _same("UNARY", _same("SCALE", _mm(t.vocab_size, cur))))  # final logit softcap
+    cur.output = True  # result_output
+    g.expand(cur)
+    return g
+
+
+def _ffn(cur: _Node, n_ff: int, h: int) -> _Node:  # build_ffn(GELU, PAR): geglu_split(gate, up), down
+    gate, up = _mm(n_ff, cur), _mm(n_ff, cur)
+    return _mm(h, _Node("GLU", gate.type, gate.ne, (gate, up)))
+
+
+def _moe(g: _Graph, t: TextSpec, cur: _Node, logits: _Node, u: int) -> _Node:
+    """build_moe_ffn(probs_in = gemma4's router logits, softmax gating, norm_w, fused gate_up, down scale)."""
+    E, k, Im, h = t.num_experts, t.top_k_experts, t.moe_intermediate_size, t.hidden_size
+    probs = _same("SOFT_MAX", logits)
+    order = _Node("ARGSORT", _I32, probs.ne, (probs,))
+    sel = _view(order, (k, u), (4, order.nb[1]))
+    w = _reshape(_Node("GET_ROWS", _F32, (1, k, u), (_reshape(probs, 1, E, u), sel)), k, u)
+    w = _reshape(_same("DIV", w, _same("CLAMP", _Node("SUM_ROWS", _F32, (1, u), (w,)))), 1, k, u)
+    g.expand(w)
+    gu = _Node("MUL_MAT_ID", _F32, (2 * Im, k, u), (_EXT, _reshape(cur, h, 1, u), sel))
+    gate, up = _view(gu, (Im, k, u), gu.nb[:3]), _view(gu, (Im, k, u), gu.nb[:3])
+    ex = _Node("MUL_MAT_ID", _F32, (h, k, u), (_EXT, _Node("GLU", _F32, gate.ne, (gate, up)), sel))
+    scale = _Node("GET_ROWS", _F32, (1, k, u), (_Node("REPEAT", _F32, (1, E, u), (_reshape(_EXT, 1, E, 1),)), sel))
+    ex = _same("MUL", _same("MUL", ex, scale), w)
+    g.expand(ex)
+    views = [_view(ex, (h, u), (4, ex.nb[2])) for _ in range(k)]
+    for v in views:
+        g.expand(v)
+    out = views[0]
+    for v in views[1:]:
+        out = _same("ADD", out, v)
+        g.expand(out)
+    return out
+
+
+def _attention(g: _Graph, c: dict, q: _Node, k: _Node | None, v: _Node | None, hd: int, nh: int, nkv: int,
+               u: int, fa: bool, k_type: int, v_max: int, h: int) -> _Node:
+    """build_attn (kv_iswa) + build_attn_mha; K/V stores cpy_k / cpy_v; the cache views get_k / get_v."""
+    cells = c["cells"]
+    if c["k_rot"] is not None:
+        q = _hadamard(q, c["k_rot"])
+        k = _hadamard(k, c["k_rot"]) if k is not None else None
+    if c["v_rot"] is not None and v is not None:
+        v = _hadamard(v, c["v_rot"])
+    g.expand(q)
+    if k is not None:
+        g.expand(k)
+        g.expand(v)
+        g.expand(_Node("SET_ROWS", _F16, (1,), (_view(k, (hd * nkv, u), (k.nb[0], k.nb[2])), c["k_idxs"], _EXT),
+                       view_src=_EXT))
+        if fa:
+            vv = _view(v, (hd * nkv, u), (v.nb[0], v.nb[2]))
+        else:  # V transposed: each row padded to the widest V, stored one element per row
+            vv = _reshape(v, hd * nkv, u)
+            if hd * nkv < v_max:
+                vv = _Node("PAD", vv.type, (v_max, u), (vv,))
+            vv = _reshape(vv, 1, vv.ne[0] * vv.ne[1])
+        g.expand(_Node("SET_ROWS", _F16, (1,), (vv, c["v_idxs"], _EXT if fa else _reshape(_EXT, 1)), view_src=_EXT))
+    qp = _permute(_view(q, q.ne, q.nb), (0, 2, 1, 3))
+    kc = _permute(_view(_EXT, (hd, nkv, cells), (2, 2 * hd, 2 * hd * nkv)), (0, 2, 1, 3))
+    if fa:
+        vc = _permute(_view(_EXT, (hd, nkv, cells), (2, 2 * hd, 2 * hd * nkv)), (0, 2, 1, 3))
+        if k_type == _F32:  # build_attn_mha: an F32 cache is cast to F16 for flash attention
+            kc = _Node("CPY", _F16, kc.ne, (kc,))
+            vc = _Node("CPY", _F16, vc.ne, (vc,))
+        cur = _reshape(_Node("FLASH_ATTN_EXT", _F32, (hd, nh, u), (qp, kc, vc, c["mask"])), hd * nh, u)
+    else:
+        vc = _permute(_view(_EXT, (cells, nkv, hd), (2, 2 * cells * hd, 2 * cells)), (0, 2, 1, 3))
+        kq = _Node("SOFT_MAX", _F32, (cells, u, nh), (_Node("MUL_MAT", _F32, (cells, u, nh), (kc, qp)), c["mask"]))
+        kqv = _Node("MUL_MAT", _F32, (hd, u, nh), (vc, kq))
+        cur = _Node("CONT", _F32, (hd * nh, u), (_permute(kqv, (0, 2, 1, 3)),))
+    g.expand(cur)
+    if c["v_rot"] is not None:
+        cur = _hadamard(cur, c["v_rot"])
+    return _mm(h, cur)
+
+
+def _pad_align(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def _place(g: _Graph) -> int:
+    """ggml_gallocr_alloc_graph_impl + ggml_dyn_tallocr on one CPU buffer: the buffer's size in bytes.
+
+    Inputs (leafs) first, then every node after its parents; a node may take over a parent's block when
+    its op can run in place, the parent has no other consumer and the same layout; a tensor is freed
+    after its last consumer (outputs never); a block goes best-fit to the smallest free block that holds
+    it, else to the end.  The buffer is the highest end reached."""
+    blocks: list[list[int]] = [[0, 1 << 62]]  # free blocks [offset, size], by address; the last is the open end
+    top = 0
+
+    def alloc(size: int) -> int:
+        nonlocal top
+        size = _pad_align(size)
+        best, best_size = len(blocks) - 1, None
+        for i in range(len(blocks) - 1):
+            s = blocks[i][1]
+            if s >= size and (best_size is None or s <= best_size):
+                best, best_size = i, s
+        b = blocks[best]
+        off = b[0]
+        b[0] += size
+        b[1] -= size
+        if b[1] == 0:
+            del blocks[best]
+        top = max(top, off + size)
+        return off
+
+    def free(off: int, size: int) -> None:
+        size = _pad_align(size)
+        for i, b in enumerate(blocks):
+            if b[0] + b[1] == off:
+                b[1] += size
+                if i < len(blocks) - 1 and b[0] + b[1] == blocks[i + 1][0]:
+                    b[1] += blocks[i + 1][1]
+                    del blocks[i + 1]
+                return
+            if off + size == b[0]:
+                b[0], b[1] = off, b[1] + size
+                if i > 0 and blocks[i - 1][0] + blocks[i - 1][1] == off:
+                    blocks[i - 1][1] += b[1]
+                    del blocks[i]
+                return
+        j = 0
+        while j < len(blocks) and blocks[j][0] < off:
+            j += 1
+        blocks.insert(j, [off, size])
+
+    children: dict[int, int] = {}
+    views: dict[int, int] = {}
+    addr: dict[int, int] = {}
+    own: set[int] = set()  # ggml-alloc's hash_node.allocated
+
+    def allocate(x: _Node) -> None:
+        if x.ext or x.view_src is not None or id(x) in addr:
+            return
+        if x.op in _INPLACE:
+            for p in x.src:
+                # ggml_gallocr_allocate_node: only a parent ggml-alloc placed itself (never a view: views are
+                # not "allocated"), not an output, same layout, with no other consumer and no view of it
+                if id(p) not in own or p.output or p.type != x.type or p.ne != x.ne or p.nb != x.nb:
+                    continue
+                if children[id(p)] == 1 and not views.get(id(p)):
+                    addr[id(x)] = addr[id(p)]
+                    own.discard(id(p))
+                    own.add(id(x))
+                    extra = _pad_align(p.nbytes) - _pad_align(x.nbytes)  # ggml_gallocr_free_extra_space
+                    if extra > 0:
+                        free(addr[id(x)] + _pad_align(x.nbytes), extra)
+                    return
+        addr[id(x)] = alloc(x.nbytes)
+        own.add(id(x))
+
+    for leaf in g.leafs:
+        allocate(leaf)
+    for n in g.nodes:
+        if n.view_src is not None:
+            views[id(n.view_src)] = views.get(id(n.view_src), 0) + 1
+        for s in n.src:
+            children[id(s)] = children.get(id(s), 0) + 1
+    for n in g.nodes:
+        for s in n.src:
+            allocate(s)
+        allocate(n)
+        for p in n.src:
+            children[id(p)] -= 1
+            if children[id(p)] or views.get(id(p)):
+                continue
+            if p.view_src is not None:
+                r = p.view_src
+                views[id(r)] -= 1
+                if not views[id(r)] and not children.get(id(r)) and id(r) in own and not r.output:
+                    free(addr[id(r)], r.nbytes)
+                    own.discard(id(r))
+            elif id(p) in own and not p.output:
+                free(addr[id(p)], p.nbytes)
+                own.discard(id(p))
+    return top
+
+
+@lru_cache(maxsize=4096)  # plans and searches revisit the same shapes; a 60-layer graph places in ~10 ms
+def compute_buffer_bytes(t: TextSpec, *, n_tokens: int, n_outputs: int, kv_full: int, kv_swa: int,
+                         flash_attn: bool, k_type: str = "fp16", v_type: str = "fp16") -> int:
+    """llama.cpp's CPU compute buffer (``sched_reserve: CPU compute buffer size``) for one worst-case
+    micro-batch of ``n_tokens`` with ``n_outputs`` logits rows over ``kv_full`` / ``kv_swa`` cells per stream."""
+    g = _reserve_graph(t, n_tokens, n_outputs, kv_full, kv_swa, flash_attn, _GGML_CACHE_TYPE[k_type],
+                       _GGML_CACHE_TYPE[v_type])
+    return _place(g)
+
+
+# ---- CPU extra buffers: weight repacking (CPU_REPACK) and AMX ----------------------------------------
+#
+# On a CPU, llama.cpp lists ggml-cpu's "extra" buffer types before the plain CPU one
+# (src/llama-model.cpp make_cpu_buft_list with use_extra_bufts, llama-server's default --repack;
+# ggml/src/ggml-cpu/ggml-cpu.cpp ggml_backend_cpu_get_extra_buffer_types: AMX first, then REPACK) and puts
+# each weight in the first buffer type that supports the op it feeds (src/llama-model-loader.cpp
+# select_weight_buft / weight_buft_supported).  Those buffers are allocated and filled with a re-laid-out
+# copy of the tensor; the memory-mapped file still spans it (the CPU_Mapped buffer keeps the whole range, the
+# copied pages are read once at load), so the repacked weights are held twice, up to a second copy of every
+# matrix.  Input tables (token_embd, per_layer_token_embd) feed GET_ROWS and are never repacked; a tied
+# output re-uses token_embd as a MUL_MAT weight and is.  On a GPU build the host buffer type comes first
+# and, with mmap, the loader maps those weights instead (select_weight_buft then "avoid using a host buffer
+# when using mmap"): no extra buffer, so g4sim adds them only for device kind "cpu".
+#
+# CPU_REPACK (ggml-cpu/repack.cpp ggml_repack_get_optimal_repack_type; size = ggml_nbytes: get_alloc_size
+# unset): MUL_MAT weights (2-D) and MUL_MAT_ID experts (3-D) of these GGML types, when the rows (ne[1]) are a
+# multiple of the interleave.  AMX (ggml-cpu/amx/amx.cpp extra_buffer_type::supports_op, mmq.cpp
+# ggml_backend_amx_get_alloc_size): MUL_MAT only, rows a multiple of 32, the row length a multiple of the
+# type's block (K-quants 256, Q4_0 / Q4_1 / Q8_0 32, F16 16); packed Q8_0 adds 4 B per 32, Q4_K / Q5_K 4 B
+# per 256 and IQ4_XS 2 B per 256 (per-block compensation / scales); whatever AMX does not take falls to
+# CPU_REPACK.  Measured here: x86-avx2 only (tests/data/llamacpp_loader, an AMD EPYC without AMX and a
+# GGML_AVX512=OFF build); the other rows are the source's, untested.
+CPU_FEATURES: dict[str, dict[str, int]] = {  # GGML type -> rows multiple for CPU_REPACK
+    "x86-avx2": {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8, "MXFP4": 8},
+    "x86-avx512": {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8, "MXFP4": 8, "Q2_K": 8},
+    "x86-amx": {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8, "MXFP4": 8, "Q2_K": 8},  # plus the AMX buffer, first
+    # NEON with DOTPROD (e.g. Raspberry Pi 5's Cortex-A76); with i8mm too the layouts change, not the set
+    "arm-dotprod": {"Q4_0": 4, "Q4_K": 8, "Q5_K": 8, "Q6_K": 8, "IQ4_NL": 4, "MXFP4": 4, "Q8_0": 4},
+    "none": {},  # --no-repack, or a CPU without the features (e.g. ARM without dotprod)
+}
+_AMX_BLOCK = {"Q4_0": 32, "Q4_1": 32, "Q8_0": 32, "Q4_K": 256, "Q5_K": 256, "Q6_K": 256, "IQ4_XS": 256, "F16": 16}
+_AMX_EXTRA = {"Q8_0": (32, 4), "Q4_K": (256, 4), "Q5_K": (256, 4), "IQ4_XS": (256, 2)}  # (elements, extra bytes)
+_MATMUL_KINDS = frozenset({"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "router",
+                           "other"})
+
+
+def _matmul_weights(spec: ModelSpec, quant: str, file: WeightFile | None) -> list[tuple[str, str, int, int, int, bool]]:
+    """(name, GGML type, rows ne[1], row length ne[0], bytes, 3-D experts) of every weight a MUL_MAT /
+    MUL_MAT_ID reads, the tied output included (a second tensor on token_embd's data)."""
+    t = spec.text
+    fmt, qc = get_quant(quant), quant_context(t)
+    shapes: dict[str, list] = {}
+    for x in text_tensors(t):
+        if x.kind in ("norm", "ple_table") or (x.kind == "token_embd" and x.component == "token_embedding"
+                                                and not t.tie_word_embeddings):
+            continue
+        typ = fmt.gguf_type(x, qc) if fmt.family == "gguf" else ("F32" if x.kind == "router" else
+                                                                  {"fp16": "F16", "bf16": "BF16"}.get(fmt.name, "F32"))
+        e = shapes.setdefault(x.name, [typ, 0, x.cols, 0, x.component == "experts"])
+        e[1] += x.rows  # the experts' gate and up are one fused tensor: their rows add
+        e[3] += fmt.tensor_bytes(x, qc) if fmt.family == "gguf" else x.numel * {"F16": 2, "BF16": 2}.get(typ, 4)
+    if file is not None:  # the file's own types and bytes
+        stored = {x.name: x for x in file.tensors}
+        for name, e in shapes.items():
+            if name in stored:
+                e[0], e[3] = stored[name].type.upper(), stored[name].bytes
+    return [(name, typ, rows, cols, b, experts) for name, (typ, rows, cols, b, experts) in shapes.items()]
+
+
+@lru_cache(maxsize=256)
+def _extra_buffers(spec: ModelSpec, quant: str, features: str, file: WeightFile | None) -> tuple[tuple[int, str], ...]:
+    """(bytes, note) of the AMX and CPU_REPACK buffers a CPU-only llama.cpp allocates for these weights."""
+    repack_types = CPU_FEATURES[features]
+    amx, repack, n_amx, n_repack, types = 0, 0, 0, 0, set()
+    for _name, typ, rows, cols, b, experts in _matmul_weights(spec, quant, file):
+        if features == "x86-amx" and not experts and typ in _AMX_BLOCK and rows % 32 == 0 \
+                and cols % _AMX_BLOCK[typ] == 0:
+            per, extra = _AMX_EXTRA.get(typ, (1, 0))
+            amx += _pad_align(b + rows * (cols // per) * extra if extra else b)
+            n_amx += 1
+        elif typ in repack_types and rows % repack_types[typ] == 0:
+            repack += _pad_align(b)
+            n_repack += 1
+            types.add(typ)
+    return ((amx, f"AMX extra buffer: {n_amx} MUL_MAT weights packed for AMX tiles (ggml-cpu/amx; from the source, "
+                  "untested)"),
+            (repack, f"CPU_REPACK extra buffer ({features}): {n_repack} weights of {', '.join(sorted(types)) or '-'} "
+                     "re-laid out (ggml-cpu/repack.cpp), a second copy beside the mapped file"))
+
+
+@lru_cache(maxsize=4096)
+def _llama_memory(engine: LlamaCppEngine, w: Workload, device_kind: str) -> MemoryBreakdown:
+    m = Engine.memory(engine, w, device_kind)
+    if device_kind != "cpu":
+        return m
+    # a CPU-only build offloads nothing (llama_supports_gpu_offload() is false): no GPU copy of the tied output
+    terms = tuple(x for x in m.terms if x.component is not Component.OUTPUT_COPY)
+    return MemoryBreakdown(terms + tuple(engine.extra_buffer_terms(w)))
