@@ -134,13 +134,10 @@ def gguf_tensor_table(t: TextSpec) -> list[tuple[str, tuple[int, ...], np.dtype]
     return out
 
 
-def write_sparse_gguf(t: TextSpec, path: Path) -> int:
-    """Write the metadata and tensor table; the data region is a hole. Returns the file size."""
-    import gguf
-
+def add_gemma4_metadata(w, t: TextSpec, file_type: int = 1) -> None:
+    """The gemma4 metadata keys llama.cpp's converter writes and its gemma4 loader reads (one array per layer)."""
     arch, L = "gemma4", t.num_layers
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_uint32("general.file_type", 1)  # LLAMA_FTYPE_MOSTLY_F16, as convert_hf_to_gguf.py --outtype f16
+    w.add_uint32("general.file_type", file_type)  # 1: LLAMA_FTYPE_MOSTLY_F16, as convert_hf_to_gguf.py --outtype f16
     w.add_uint32(f"{arch}.context_length", t.max_position_embeddings)
     w.add_uint32(f"{arch}.embedding_length", t.hidden_size)
     w.add_uint32(f"{arch}.block_count", L)
@@ -168,6 +165,14 @@ def write_sparse_gguf(t: TextSpec, path: Path) -> int:
         w.add_uint32(f"{arch}.expert_used_count", t.top_k_experts)
         w.add_uint32(f"{arch}.expert_feed_forward_length", t.moe_intermediate_size)
     w.add_string("tokenizer.ggml.model", "no_vocab")
+
+
+def write_sparse_gguf(t: TextSpec, path: Path) -> int:
+    """Write the metadata and tensor table; the data region is a hole. Returns the file size."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "gemma4")
+    add_gemma4_metadata(w, t)
     data = 0
     for name, shape, dtype in gguf_tensor_table(t):
         nbytes = int(np.prod(shape)) * dtype.itemsize
