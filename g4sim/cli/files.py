@@ -17,7 +17,6 @@ def placements(wf) -> dict[str, list[dict[str, Any]]]:
     """Per engine that loads this kind of file (default settings): bytes per component and location."""
     from g4sim.analytic.components import Component
     from g4sim.engines import ENGINES
-    from g4sim.engines.base import prices_files
 
     order = list(Component)
     from g4sim.engines import Workload
@@ -26,7 +25,7 @@ def placements(wf) -> dict[str, list[dict[str, Any]]]:
     w = Workload(wf.spec, wf.spec.max_context, 1, wf.format, vision=vision, audio=audio, file=wf)
     result: dict[str, list[dict[str, Any]]] = {}
     for name, cls in ENGINES.items():
-        if wf.kind not in cls.file_kinds or not prices_files(cls) or not cls().loads_format(wf.format, w):
+        if wf.kind not in cls.file_kinds or not cls().loads_format(wf.format, w):
             continue
         terms = cls().weight_terms(wf.spec, wf.format, vision=vision, audio=audio, file=wf)
         terms = sorted(terms, key=lambda t: (order.index(t.component), t.location.value))

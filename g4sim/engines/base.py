@@ -231,8 +231,6 @@ class Engine:
             if w.file.kind not in self.file_kinds:
                 loads = ", ".join(FILE_KINDS[k] for k in sorted(self.file_kinds)) or "no weight file g4sim reads"
                 return f"{self.name} does not load {FILE_KINDS[w.file.kind]} ({w.file.name}); it loads: {loads}"
-            if not prices_files(type(self)):
-                return f"g4sim does not yet price a given weight file in {self.name}"
         fmt = get_quant(w.quant).name
         if not self.loads_format(fmt, w):
             return f"{self.name} does not load {fmt} weights; it loads: {', '.join(sorted(c.weight_formats))}"
@@ -434,14 +432,6 @@ def file_tensors(file: WeightFile, vision: bool, audio: bool) -> tuple[FileTenso
 def missing_towers(file: WeightFile, vision: bool, audio: bool) -> tuple[str, ...]:
     """Towers asked for that the file does not hold (priced from the spec instead)."""
     return tuple(c for c, asked in zip(TOWERS, (vision, audio)) if asked and not file.has(c))
-
-
-@lru_cache(maxsize=None)
-def prices_files(cls: type[Engine]) -> bool:
-    """Whether ``cls.weight_terms`` takes a ``file`` (an engine written before files were planned does not)."""
-    import inspect
-
-    return "file" in inspect.signature(cls.weight_terms).parameters
 
 
 @lru_cache(maxsize=8192)  # searches and sweeps re-price the same deployment many times

@@ -83,6 +83,7 @@ from g4sim.analytic.quant import get_kv_dtype, get_quant
 from g4sim.engines.base import Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, to_int
 from g4sim.engines.llamacpp import _CACHE_TYPE, LlamaCppEngine, _weight_terms, cell_bytes
 from g4sim.spec import ModelSpec, TextSpec
+from g4sim.weightfiles import WeightFile
 from g4sim.units import GiB, MiB
 
 SOURCE = "ollama/ollama v0.33.0-rc2 (fb3076099687), llama.cpp b10488"
@@ -306,7 +307,10 @@ class OllamaEngine(Engine):
             return True
         return 0 < t.num_layers + 1 <= self.n_gpu_layers
 
-    def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool) -> list[MemoryTerm]:
+    def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool,
+                     file: WeightFile | None = None) -> list[MemoryTerm]:
+        if file is not None:  # file_kinds is empty: compatibility() turns a given file away before pricing
+            raise EngineError(f"{self.name} plans library tags, not a given weight file ({file.name})")
         ngl = 999 if self.n_gpu_layers is None else self.n_gpu_layers
         terms = list(_weight_terms(spec, quant, False, False, ngl, self.n_cpu_moe))
         towers = weight_bytes_by_component(spec, quant, vision=spec.vision is not None, audio=spec.audio is not None)
