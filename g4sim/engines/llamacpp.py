@@ -190,7 +190,7 @@ class LlamaCppEngine(Engine):
         if not self.flash_attn and get_kv_dtype(v_type).block > 1:
             raise EngineError(f"llama.cpp: a quantized V cache ({v_type}) requires flash attention (-fa on)")
         cells_ctx = ctx * batch if self.kv_unified else ctx
-        per_cell = _cell_bytes(t, kv_dtype, v_type, self.flash_attn)
+        per_cell = _cell_bytes_per_layer(t, kv_dtype, v_type, self.flash_attn)
         out = []
         for component, sliding in ((Component.KV_SLIDING, True), (Component.KV_FULL, False)):
             layers = [i for i in t.cache_layers if t.is_sliding(i) == sliding]
@@ -355,22 +355,6 @@ def cell_bytes(t: TextSpec, layer: int, k_type: str, v_type: str, flash_attn: bo
 def _cell_bytes_per_layer(t: TextSpec, k_type: str, v_type: str, flash_attn: bool) -> dict[int, int]:
     """K + V bytes of one cell of each cache layer."""
     return {i: sum(cell_bytes(t, i, k_type, v_type, flash_attn)) for i in t.cache_layers}
-
-
-class _CellBytes:
-    """``_cell_bytes(t, k, v, fa)``; g4sim.evaluation.clear_caches() clears ``llamacpp._cell_bytes``, so its
-    ``cache_clear`` clears every cache of this module that a rule change must invalidate."""
-
-    def __call__(self, t: TextSpec, k_type: str, v_type: str, flash_attn: bool) -> dict[int, int]:
-        return _cell_bytes_per_layer(t, k_type, v_type, flash_attn)
-
-    @staticmethod
-    def cache_clear() -> None:
-        for fn in (_cell_bytes_per_layer, _llama_memory, compute_buffer_bytes, _extra_buffers):
-            fn.cache_clear()
-
-
-_cell_bytes = _CellBytes()
 
 
 @lru_cache(maxsize=64)

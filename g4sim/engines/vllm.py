@@ -719,13 +719,6 @@ def _v_slot_bytes(t: TextSpec, quant: str, file) -> int:
                                        name=f"blk.{i}.attn_v.weight"), ctx) for i in sorted(layers))
 
 
-class _cell_bytes:  # noqa: N801  g4sim.evaluation.clear_caches() clears ``vllm._cell_bytes``: every cache here
-    @staticmethod
-    def cache_clear() -> None:
-        kv_plan.cache_clear()
-        _vllm_memory.cache_clear()
-
-
 @lru_cache(maxsize=4096)
 def _vllm_memory(engine: VllmEngine, w: Workload, device_kind: str) -> MemoryBreakdown:
     m = Engine.memory(engine, w, device_kind)

@@ -19,6 +19,7 @@ engine keeps on the host counts against the same budget.  No torch import.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
@@ -211,13 +212,13 @@ def evaluate(req: Request, view: bool = False) -> Evaluation:
 
 
 def clear_caches() -> None:
-    """Forget every cached memory breakdown and work count (after a rule changed under test)."""
-    from g4sim.analytic.memory import priced_tensors
-    from g4sim.engines import base, llamacpp, vllm
-    from g4sim.evaluation import speed
-
-    for fn in (priced_tensors, base._memory, llamacpp._priced, llamacpp._weight_terms, llamacpp._cell_bytes, vllm._cell_bytes, speed.work, _command):
-        fn.cache_clear()
+    """Forget every cached result of g4sim's functions (after a rule changed under test): each
+    module-level ``functools`` cache defined in a loaded g4sim module, so a new cache needs no registering."""
+    for name, module in list(sys.modules.items()):
+        if name == "g4sim" or name.startswith("g4sim."):
+            for obj in list(vars(module).values()):
+                if getattr(obj, "__module__", None) == name and callable(getattr(obj, "cache_clear", None)):
+                    obj.cache_clear()
 
 
 def evaluation_to_dict(e: Evaluation) -> dict[str, Any]:
