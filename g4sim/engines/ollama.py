@@ -375,8 +375,7 @@ class OllamaEngine(Engine):
         too large, llama-server's fit places the layers (module docstring)."""
         t = w.spec.text
         gpu = device.kind != "cpu"
-        free = device.usable_bytes(display_attached) if gpu and hasattr(device, "usable_bytes") else (
-            device.usable_memory_bytes if gpu else 0)
+        free = device.usable_bytes(display_attached) if gpu else 0
         eng = self
         if self.n_ubatch is None:
             eng = replace(eng, n_ubatch=self._automatic_batch(w, free))

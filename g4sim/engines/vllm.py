@@ -475,7 +475,7 @@ class VllmEngine(Engine):
             self.kv_plan(w.spec.text, w.kv_dtype, gpus)
         except EngineError as exc:
             return str(exc)
-        total = device.usable_bytes() if hasattr(device, "usable_bytes") else device.usable_memory_bytes
+        total = device.usable_bytes()
         requested = self.budget_bytes(total, device.memory_bytes)
         if total - self.cuda_context_bytes < requested:
             return (f"vLLM refuses to start: free memory after its CUDA context (~{total - self.cuda_context_bytes:,} "
@@ -573,7 +573,7 @@ class VllmEngine(Engine):
         """The start-up figures vLLM logs for this plan on each of ``gpus`` x ``device`` (predicted)."""
         eng = self.bind(w)
         m = eng.memory_per_gpu(w, gpus, device.kind)
-        usable = device.usable_bytes(display_attached) if hasattr(device, "usable_bytes") else device.usable_memory_bytes
+        usable = device.usable_bytes(display_attached)
         requested = eng.budget_bytes(usable, device.memory_bytes)
         non_kv = sum(x.bytes for x in m.terms if x.location is Location.ACCELERATOR
                      and x.category is not Category.KV_CACHE)
@@ -589,7 +589,7 @@ class VllmEngine(Engine):
         lines.append(f"(g4sim) {log.num_blocks:,} blocks of {p.bytes_per_block:,} B: {len(p.groups)} KV cache groups of "
                      f"{p.group_size} layers, {p.padding_layers} padding; requested {log.requested_bytes:,} B - "
                      f"non-KV {log.non_kv_bytes:,} B")
-        total = device.usable_bytes(False) if hasattr(device, "usable_bytes") else device.memory_bytes
+        total = device.usable_bytes(False)
         default = replace(self, max_num_batched_tokens=None).batched_tokens(w, total)  # torch's total_memory
         planned = self.bind(w).batched_tokens()
         if default != planned:

@@ -101,10 +101,7 @@ class Request:
 
     def usable_device_bytes(self) -> int:
         """The device's memory less what its OS, display and driver take."""
-        d = self.device
-        if hasattr(d, "usable_bytes"):
-            return d.usable_bytes(self.display_attached)
-        return d.usable_memory_bytes
+        return self.device.usable_bytes(self.display_attached)
 
     def budget_bytes(self) -> int:
         return self.engine.budget_bytes(self.usable_device_bytes(), self.device.memory_bytes)
