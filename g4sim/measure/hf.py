@@ -59,7 +59,8 @@ class TransformersRunner:
         return params + sum(b.numel() * b.element_size() for n, b in self.model.named_buffers()
                             if n.endswith("layer_scalar"))
 
-    def prefill(self, ids):
+    def prefill(self, ids, cache_tokens: int | None = None):
+        """``cache_tokens`` is ignored: a DynamicCache grows as it goes (G4simRunner preallocates)."""
         from transformers import DynamicCache
 
         self.cache = DynamicCache(config=self.config)

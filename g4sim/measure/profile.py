@@ -152,9 +152,7 @@ def _runner(run: ProfileRun):
     from g4sim.measure.hf import TransformersRunner
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[run.dtype]
-    runner = TransformersRunner(run.spec().text, dtype, run.device, run.impl.split("-", 1)[1], run.seed)
-    runner.prefill = (lambda prefill: lambda ids, cache_tokens: prefill(ids))(runner.prefill)  # grows as it goes
-    return runner
+    return TransformersRunner(run.spec().text, dtype, run.device, run.impl.split("-", 1)[1], run.seed)
 
 
 def _is_oom(exc: BaseException) -> bool:
