@@ -29,6 +29,9 @@ sys.path.insert(0, str(ROOT))
 from g4sim.engines import get_engine  # noqa: E402
 from g4sim.spec import FULL, SLIDING, TextSpec  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from llamacpp_quantize_check import add_gemma4_metadata  # noqa: E402  (one gemma4 GGUF metadata writer)
+
 S, F = SLIDING, FULL
 SPECS = {
     "e2b-like": TextSpec(hidden_size=128, num_layers=10, layer_types=(S, S, S, S, F) * 2, sliding_window=64,
@@ -62,32 +65,8 @@ def write_gguf(t: TextSpec, path: Path) -> None:
 
     rng = np.random.default_rng(0)
     w = gguf.GGUFWriter(str(path), "gemma4")
-    arch = "gemma4"
+    add_gemma4_metadata(w, t, file_type=0)  # 0: LLAMA_FTYPE_ALL_F32, as every tensor below
     L = t.num_layers
-    w.add_uint32(f"{arch}.context_length", 131072)
-    w.add_uint32(f"{arch}.embedding_length", t.hidden_size)
-    w.add_uint32(f"{arch}.block_count", L)
-    w.add_array(f"{arch}.feed_forward_length", [t.mlp_intermediate(i) for i in range(L)])
-    w.add_array(f"{arch}.attention.head_count", [t.num_heads] * L)
-    w.add_array(f"{arch}.attention.head_count_kv", [t.kv_heads(i) for i in range(L)])
-    w.add_uint32(f"{arch}.attention.key_length", t.global_head_dim)
-    w.add_uint32(f"{arch}.attention.value_length", t.global_head_dim)
-    w.add_uint32(f"{arch}.attention.key_length_swa", t.head_dim)
-    w.add_uint32(f"{arch}.attention.value_length_swa", t.head_dim)
-    w.add_uint32(f"{arch}.attention.sliding_window", t.sliding_window)
-    w.add_array(f"{arch}.attention.sliding_window_pattern", [t.is_sliding(i) for i in range(L)])
-    w.add_uint32(f"{arch}.attention.shared_kv_layers", t.num_kv_shared_layers)
-    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
-    w.add_float32(f"{arch}.rope.freq_base", 1e6)
-    w.add_float32(f"{arch}.rope.freq_base_swa", 1e4)
-    w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
-    w.add_uint32(f"{arch}.embedding_length_per_layer_input", t.hidden_size_per_layer_input)
-    w.add_uint32(f"{arch}.vocab_size", t.vocab_size)
-    if t.enable_moe_block:
-        w.add_uint32(f"{arch}.expert_count", t.num_experts)
-        w.add_uint32(f"{arch}.expert_used_count", t.top_k_experts)
-        w.add_uint32(f"{arch}.expert_feed_forward_length", t.moe_intermediate_size)
-    w.add_string("tokenizer.ggml.model", "no_vocab")
 
     def add(name: str, *shape: int) -> None:  # numpy shape = ggml ne reversed
         w.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float32))
