@@ -119,7 +119,6 @@ def write_table(table, path: Path) -> Path:
     ``table``: sweep rows (a list of dicts) or a DataFrame.  Rows are written with the standard
     library (CSV, JSON) or pyarrow (Parquet), so the command line never needs pandas.
     """
-    import csv
     import json
 
     suffix = path.suffix.lower()
@@ -130,9 +129,7 @@ def write_table(table, path: Path) -> Path:
     with atomic(path) as tmp:
         if suffix == ".csv":
             with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-                writer.writeheader()
-                writer.writerows(records)
+                f.write(csv_text(records, columns))
         elif suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -144,14 +141,16 @@ def write_table(table, path: Path) -> Path:
     return path
 
 
-def csv_text(rows: list[dict[str, Any]]) -> str:
-    """The rows as CSV text (what ``g4sim sweep`` prints without ``--out``)."""
+def csv_text(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """The rows as CSV text (what ``g4sim sweep`` prints without ``--out``); a header alone when only
+    ``columns`` are known."""
     import csv
     import io
 
     out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    columns = columns or (list(rows[0]) if rows else [])
+    if columns:
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue()
