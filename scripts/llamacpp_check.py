@@ -29,8 +29,7 @@ sys.path.insert(0, str(ROOT))
 from g4sim.engines import get_engine  # noqa: E402
 from g4sim.spec import FULL, SLIDING, TextSpec  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from llamacpp_quantize_check import add_gemma4_metadata  # noqa: E402  (one gemma4 GGUF metadata writer)
+from g4sim.measure.gguf_files import add_gemma4_metadata  # noqa: E402  (one gemma4 GGUF metadata writer)
 
 S, F = SLIDING, FULL
 SPECS = {

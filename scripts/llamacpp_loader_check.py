@@ -71,15 +71,13 @@ sys.path.insert(0, str(ROOT))
 
 from g4sim.spec import TextSpec, get_variant  # noqa: E402  (the architecture facts only)
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from llamacpp_quantize_check import add_gemma4_metadata, gguf_tensor_table  # noqa: E402  (one gemma4 GGUF layout)
+from g4sim.measure.gguf_files import write_gguf  # noqa: E402  (one gemma4 GGUF layout)
 
 OUT_DIR = ROOT / "tests" / "data" / "llamacpp_loader"
 LLAMA_CPP_COMMIT = "0c1e57098"  # vendored by llama-cpp-python 0.3.36 (its CHANGELOG.md)
 DEPTHS = {"e2b": (10, 5), "26b-a4b": (6, 0), "31b": (6, 0)}  # (layers, KV-shared layers): whole periods
 FORMATS = {"f16": None, "q4_k_m": 15}  # llama_ftype LLAMA_FTYPE_MOSTLY_Q4_K_M = 15
 GGML_TYPE = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2}  # enum ggml_type
-F16, F32 = np.dtype(np.float16), np.dtype(np.float32)
 
 
 def reduced_spec(model: str) -> TextSpec:
@@ -88,49 +86,6 @@ def reduced_spec(model: str) -> TextSpec:
 
 
 # ---- 1. GGUF files ------------------------------------------------------------
-
-def write_gguf(t: TextSpec, path: Path, seed: int = 0, sparse: bool = False) -> int:
-    """Write an F16 gemma4 GGUF with random weights, tensor by tensor (chunks of rows). Returns its size.
-
-    ``sparse``: write the metadata and tensor table only; the data region is a hole (truncate), for
-    llama.cpp's metadata-only load (``no_alloc``), which reads no tensor data."""
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "gemma4")
-    add_gemma4_metadata(w, t)  # the same keys the quantizer check writes
-    table = gguf_tensor_table(t)
-    for name, shape, dtype in table:
-        w.add_tensor_info(name, shape, dtype, int(np.prod(shape)) * dtype.itemsize)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    f = w.fout[0]
-    if sparse:
-        w.write_padding(f, f.tell())
-        size = f.tell() + sum(gguf.GGUFWriter.ggml_pad(int(np.prod(shape)) * dtype.itemsize, w.data_alignment)
-                              for _, shape, dtype in table)
-        f.truncate(size)
-        f.close()
-        w.fout = None
-        return size
-    rng = np.random.default_rng(seed)
-    chunk = 1 << 25  # elements per write
-    for name, shape, dtype in table:
-        w.write_padding(f, f.tell())
-        n = int(np.prod(shape))
-        if dtype == F32:  # norms, scales, rope factors, router: around 1 (router random)
-            data = (1.0 + 0.02 * rng.standard_normal(n, dtype=np.float32)) if "ffn_gate_inp.weight" not in name \
-                else 0.02 * rng.standard_normal(n, dtype=np.float32)
-            data.astype(F32).tofile(f)
-        else:
-            for start in range(0, n, chunk):
-                (0.02 * rng.standard_normal(min(chunk, n - start), dtype=np.float32)).astype(F16).tofile(f)
-        w.write_padding(f, n * dtype.itemsize)
-    size = f.tell()
-    w.fout[0].close()
-    w.fout = None
-    return size
-
 
 # ---- 2./3. llama.cpp in a subprocess ------------------------------------------
 

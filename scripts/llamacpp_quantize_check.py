@@ -57,6 +57,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from g4sim.measure.gguf_files import add_gemma4_metadata, gguf_tensor_table, write_gguf  # noqa: E402,F401
 from g4sim.spec import TextSpec, get_variant  # noqa: E402
 
 PIN = "0.3.36"  # newest llama-cpp-python on PyPI with gemma4 and llama_model_quantize_params.dry_run
@@ -70,7 +71,6 @@ VARIANTS = ("e2b", "e4b", "26b-a4b", "31b")
 FTYPES = {"q8_0": 7, "q6_k": 18, "q5_k_m": 17, "q5_0": 8, "q4_k_m": 15, "q4_k_s": 14, "iq4_xs": 30, "q4_0": 2,
           "q3_k_m": 12, "q2_k": 10}
 OUT_DIR = ROOT / "tests" / "data" / "llamacpp_quantize"
-F16, F32 = np.dtype(np.float16), np.dtype(np.float32)
 
 
 # ---- 1. the pinned llama-cpp-python ---------------------------------------
@@ -94,99 +94,7 @@ def ensure_llama_cpp(log: Path) -> None:
 
 # ---- 2. header-only GGUF files --------------------------------------------
 
-def gguf_tensor_table(t: TextSpec) -> list[tuple[str, tuple[int, ...], np.dtype]]:
-    """(name, numpy shape = ggml ne reversed, dtype) of every tensor a converted checkpoint holds."""
-    h, V, L = t.hidden_size, t.vocab_size, t.num_layers
-    out: list[tuple[str, tuple[int, ...], np.dtype]] = [("token_embd.weight", (V, h), F16)]
-    if t.has_ple:
-        P = t.hidden_size_per_layer_input
-        out += [("per_layer_token_embd.weight", (t.vocab_size_per_layer_input, L * P), F16),
-                ("per_layer_model_proj.weight", (L * P, h), F16),
-                ("per_layer_proj_norm.weight", (P,), F32)]
-    if not t.tie_word_embeddings:
-        out.append(("output.weight", (V, h), F16))
-    out += [("output_norm.weight", (h,), F32), ("rope_freqs.weight", (t.global_head_dim // 2,), F32)]
-    for i in range(L):
-        hd, b, nq = t.head_dim_of(i), f"blk.{i}", t.num_heads
-        out += [(f"{b}.attn_norm.weight", (h,), F32), (f"{b}.attn_q.weight", (nq * hd, h), F16),
-                (f"{b}.attn_q_norm.weight", (hd,), F32)]
-        if not t.is_kv_shared(i):
-            kv = t.kv_heads(i) * hd
-            out += [(f"{b}.attn_k.weight", (kv, h), F16), (f"{b}.attn_k_norm.weight", (hd,), F32)]
-            if not t.k_eq_v(i):
-                out.append((f"{b}.attn_v.weight", (kv, h), F16))
-        ff = t.mlp_intermediate(i)
-        out += [(f"{b}.attn_output.weight", (h, nq * hd), F16), (f"{b}.post_attention_norm.weight", (h,), F32),
-                (f"{b}.layer_output_scale.weight", (1,), F32), (f"{b}.ffn_norm.weight", (h,), F32),
-                (f"{b}.ffn_gate.weight", (ff, h), F16), (f"{b}.ffn_up.weight", (ff, h), F16),
-                (f"{b}.ffn_down.weight", (h, ff), F16), (f"{b}.post_ffw_norm.weight", (h,), F32)]
-        if t.enable_moe_block:
-            E, Im = t.num_experts, t.moe_intermediate_size
-            out += [(f"{b}.ffn_gate_inp.weight", (E, h), F32), (f"{b}.ffn_gate_inp.scale", (h,), F32),
-                    (f"{b}.pre_ffw_norm_2.weight", (h,), F32), (f"{b}.post_ffw_norm_1.weight", (h,), F32),
-                    (f"{b}.post_ffw_norm_2.weight", (h,), F32),
-                    (f"{b}.ffn_gate_up_exps.weight", (E, 2 * Im, h), F16),
-                    (f"{b}.ffn_down_exps.weight", (E, h, Im), F16), (f"{b}.ffn_down_exps.scale", (E,), F32)]
-        if t.has_ple:
-            P = t.hidden_size_per_layer_input
-            out += [(f"{b}.inp_gate.weight", (P, h), F16), (f"{b}.proj.weight", (h, P), F16),
-                    (f"{b}.post_norm.weight", (h,), F32)]
-    return out
-
-
-def add_gemma4_metadata(w, t: TextSpec, file_type: int = 1) -> None:
-    """The gemma4 metadata keys llama.cpp's converter writes and its gemma4 loader reads (one array per layer)."""
-    arch, L = "gemma4", t.num_layers
-    w.add_uint32("general.file_type", file_type)  # 1: LLAMA_FTYPE_MOSTLY_F16, as convert_hf_to_gguf.py --outtype f16
-    w.add_uint32(f"{arch}.context_length", t.max_position_embeddings)
-    w.add_uint32(f"{arch}.embedding_length", t.hidden_size)
-    w.add_uint32(f"{arch}.block_count", L)
-    w.add_array(f"{arch}.feed_forward_length", [t.mlp_intermediate(i) for i in range(L)])
-    w.add_array(f"{arch}.attention.head_count", [t.num_heads] * L)
-    w.add_array(f"{arch}.attention.head_count_kv", [t.kv_heads(i) for i in range(L)])
-    w.add_uint32(f"{arch}.attention.key_length", t.global_head_dim)
-    w.add_uint32(f"{arch}.attention.value_length", t.global_head_dim)
-    w.add_uint32(f"{arch}.attention.key_length_swa", t.head_dim)
-    w.add_uint32(f"{arch}.attention.value_length_swa", t.head_dim)
-    w.add_uint32(f"{arch}.rope.dimension_count", t.global_head_dim)
-    w.add_uint32(f"{arch}.rope.dimension_count_swa", int(t.head_dim * t.rope_sliding.partial_rotary_factor))
-    w.add_uint32(f"{arch}.attention.sliding_window", t.sliding_window)
-    w.add_array(f"{arch}.attention.sliding_window_pattern", [t.is_sliding(i) for i in range(L)])
-    w.add_uint32(f"{arch}.attention.shared_kv_layers", t.num_kv_shared_layers)
-    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", t.rms_norm_eps)
-    w.add_float32(f"{arch}.rope.freq_base", t.rope_full.theta)
-    w.add_float32(f"{arch}.rope.freq_base_swa", t.rope_sliding.theta)
-    if t.final_logit_softcapping:
-        w.add_float32(f"{arch}.final_logit_softcapping", t.final_logit_softcapping)
-    w.add_uint32(f"{arch}.embedding_length_per_layer_input", t.hidden_size_per_layer_input)
-    w.add_uint32(f"{arch}.vocab_size", t.vocab_size)
-    if t.enable_moe_block:
-        w.add_uint32(f"{arch}.expert_count", t.num_experts)
-        w.add_uint32(f"{arch}.expert_used_count", t.top_k_experts)
-        w.add_uint32(f"{arch}.expert_feed_forward_length", t.moe_intermediate_size)
-    w.add_string("tokenizer.ggml.model", "no_vocab")
-
-
-def write_sparse_gguf(t: TextSpec, path: Path) -> int:
-    """Write the metadata and tensor table; the data region is a hole. Returns the file size."""
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "gemma4")
-    add_gemma4_metadata(w, t)
-    data = 0
-    for name, shape, dtype in gguf_tensor_table(t):
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        w.add_tensor_info(name, shape, dtype, nbytes)
-        data += gguf.GGUFWriter.ggml_pad(nbytes, w.data_alignment)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    f = w.fout[0]
-    w.write_padding(f, f.tell())
-    size = f.tell() + data
-    f.truncate(size)  # the tensor data: a hole
-    w.close()
-    return size
+# one gemma4 GGUF layout for every llama.cpp check and the profiler: g4sim/measure/gguf_files.py
 
 
 # ---- 3. llama.cpp in a subprocess -----------------------------------------
@@ -333,7 +241,7 @@ def main() -> None:
         for variant in args.variants:
             t = get_variant(variant).text
             path = Path(d) / f"{variant}-f16.gguf"
-            size = write_sparse_gguf(t, path)
+            size = write_gguf(t, path, sparse=True)
             log = run_child({"mode": "load", "path": str(path)})
             if "LOAD_OK" not in log:
                 raise RuntimeError(f"llama.cpp's loader rejected {path.name}:\n{log[-3000:]}")

@@ -99,7 +99,7 @@ def test_live_llama_cpp_quantizer_agrees_for_one_case():
     variant, fmt = "e2b", "q4_k_s"
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"{variant}.gguf"
-        check.write_sparse_gguf(get_variant(variant).text, path)
+        check.write_gguf(get_variant(variant).text, path, sparse=True)
         log = check.run_child({"mode": "quantize", "path": str(path), "out": str(Path(d) / "unused.gguf"),
                                "ftype": check.FTYPES[fmt]})
     assert "QUANTIZE_RC=0" in log, log[-3000:]

@@ -8,7 +8,7 @@ written here with ``gguf.GGUFWriter`` and ``safetensors.numpy``: small reduced-d
 Gemma 4 shapes, an imatrix / unsloth-style mix of per-tensor types, an AutoAWQ checkpoint.
 
 The GGUF tensor table (names, numpy shapes, converter dtypes) is ``gguf_tensor_table`` of
-``scripts/llamacpp_quantize_check.py`` -- llama.cpp's gemma4 loader names, validated there by
+``g4sim/measure/gguf_files.py`` -- llama.cpp's gemma4 loader names, validated by
 llama.cpp's own loader -- and the metadata is what llama.cpp's converter writes
 (``conversion/gemma.py`` Gemma4Model.set_gguf_parameters: ``feed_forward_length`` is an array only
 for double-wide MLPs, ``head_count_kv`` only when full layers have their own KV-head count).  None of
@@ -18,7 +18,6 @@ it comes from g4sim's own tensor list.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -32,14 +31,11 @@ from g4sim.engines import Workload, get_engine
 from g4sim.evaluation import Request, evaluate
 from g4sim.hardware import get_profile
 from g4sim.spec import FULL, SLIDING, VARIANTS, TextSpec, get_variant
+from g4sim.measure.gguf_files import gguf_tensor_table
 from g4sim.weightfiles import WeightFileError, read_checkpoint, read_gguf
 from g4sim.weightfiles.safetensors import quantization as sw_quantization
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("llamacpp_quantize_check", ROOT / "scripts" / "llamacpp_quantize_check.py")
-_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_script)
-gguf_tensor_table = _script.gguf_tensor_table
 
 S, F = SLIDING, FULL
 # 26B-A4B's shape at reduced depth and width: MoE beside a dense MLP, k_eq_v full layers, 2 KV-head counts

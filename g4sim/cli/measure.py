@@ -57,7 +57,8 @@ def profile(
     dtype: str = typer.Option("bf16", "--dtype", help="fp32, bf16 or fp16."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Full-width, reduced-depth copy."),
-    quant: Optional[str] = typer.Option(None, "--quant", help="Weight-only int8 or int4-g128."),
+    quant: Optional[str] = typer.Option(None, "--quant", help="Weight-only int8 or int4-g128 (g4sim); a GGUF "
+                                        "format with --impl llamacpp."),
     batch: int = typer.Option(1, "--batch", min=1),
     decode_steps: int = typer.Option(16, "--decode-steps", min=0),
     chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Prefill chunk (default: whole prompt)."),
@@ -67,7 +68,8 @@ def profile(
     store: Optional[str] = typer.Option(None, "--store", help="Measurement store directory (default reports/measurements)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     impl: str = typer.Option("g4sim", "--impl", help="What runs the passes: g4sim, transformers-sdpa, "
-                             "transformers-eager."),
+                             "transformers-eager, llamacpp (llama-cpp-python on a GGUF of the model; --quant "
+                             "picks its format: fp16, q8_0, q4_k_m, ...)."),
 ) -> None:
     """Real instrumented forward passes: measured memory and speed, appended to the measurement store."""
     from g4sim.measure.profile import DTYPES, IMPLS, QUANTS, ProfileRun
@@ -81,11 +83,27 @@ def profile(
         raise UserError(str(exc)) from exc
     if dtype not in DTYPES:
         raise unknown_choice("dtype", dtype, DTYPES)
-    if quant and quant not in QUANTS:
-        raise unknown_choice("profiling weight format", quant, QUANTS)
     if impl not in IMPLS:
         raise unknown_choice("implementation", impl, IMPLS)
-    if quant and impl != "g4sim":
+    if impl == "llamacpp":  # a GGUF in any format llama.cpp's quantizer writes; its source weights are F16
+        from g4sim.measure.llamacpp import FTYPES
+
+        quant = quant or "fp16"
+        if quant not in FTYPES:
+            raise unknown_choice("GGUF format", quant, tuple(FTYPES))
+        if batch != 1:
+            raise UserError(f"--batch {batch}: --impl llamacpp measures one sequence (batch 1)")
+        dtype = "fp16"
+        import importlib.util
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise UserError("--impl llamacpp needs llama-cpp-python 0.3.36 (native and AMX off): "
+                            "python scripts/llamacpp_quantize_check.py --install")
+        if device != "cpu":
+            raise UserError(f"--device {device}: --impl llamacpp measures llama.cpp's CPU build (--device cpu)")
+    elif quant and quant not in QUANTS:
+        raise unknown_choice("profiling weight format", quant, QUANTS)
+    if quant and impl.startswith("transformers-"):
         raise UserError(f"--quant {quant} is g4sim's own weight-only format; --impl {impl} runs {dtype} weights")
     if layers and layers > spec.text.num_layers:
         raise UserError(f"--layers {layers} is more than {spec.name}'s {spec.text.num_layers} layers")

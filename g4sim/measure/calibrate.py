@@ -31,7 +31,8 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
     from g4sim.measure.measurements import load_store
 
     frame = load_store(store)
-    frame = frame[(frame["status"] == "ok") & (frame["device"] == device) & frame["model"].isin(models)]
+    frame = frame[(frame["status"] == "ok") & (frame["device"] == device) & frame["model"].isin(models)
+                  & (frame["engine"].fillna("g4sim") == "g4sim")]  # g4sim's own model: its efficiencies only
     frame = frame[[split_of(r) == "calibration" for _, r in frame.iterrows()]]  # the frozen split decides
     prof = get_profile(device)
     samples: dict[str, dict[str, list[float]]] = {}

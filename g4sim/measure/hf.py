@@ -59,6 +59,9 @@ class TransformersRunner:
         return params + sum(b.numel() * b.element_size() for n, b in self.model.named_buffers()
                             if n.endswith("layer_scalar"))
 
+    def reserve(self, cache_tokens: int) -> None:
+        """Nothing ahead of the prompt: a DynamicCache is made inside prefill and grows as it goes."""
+
     def prefill(self, ids, cache_tokens: int | None = None):
         """``cache_tokens`` is ignored: a DynamicCache grows as it goes (G4simRunner preallocates)."""
         from transformers import DynamicCache

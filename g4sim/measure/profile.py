@@ -26,8 +26,9 @@ from typing import Any
 
 DTYPES = ("fp32", "bf16", "fp16")
 QUANTS = ("int8", "int4-g128")
-# What runs the forward passes: g4sim's own model, or transformers' Gemma 4 with its attention backend.
-IMPLS = ("g4sim", "transformers-sdpa", "transformers-eager")
+# What runs the forward passes: g4sim's own model, transformers' Gemma 4 with its attention backend, or
+# llama.cpp (llama-cpp-python) on a GGUF of the same spec.
+IMPLS = ("g4sim", "transformers-sdpa", "transformers-eager", "llamacpp")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class G4simRunner:
 
         return parameter_bytes(self.model)
 
+    def reserve(self, cache_tokens: int) -> None:
+        """Nothing ahead of the prompt: the cache is allocated inside prefill, as generate does."""
+
     def prefill(self, ids, cache_tokens: int):
         self.cache = self.model.new_cache(ids.shape[0], cache_tokens)
         logits = self.model(ids, cache=self.cache, prefill_chunk=self.run.chunk)
@@ -144,9 +148,24 @@ class G4simRunner:
         return self.cache.nbytes()
 
 
+def _load_libraries(run: ProfileRun) -> None:
+    """Import what the runner runs on before the memory baseline: library code is not the model's memory.
+    (Importing transformers' Gemma 4 model and cache adds 111 MiB of resident memory after torch on this
+    CPU; rows measured before 2026-11-23 counted it in their peaks.)"""
+    if run.impl == "llamacpp":
+        import llama_cpp  # noqa: F401
+    elif run.impl.startswith("transformers-"):
+        from transformers import DynamicCache, Gemma4ForCausalLM  # noqa: F401
+
+
 def _runner(run: ProfileRun):
     if run.impl == "g4sim":
         return G4simRunner(run)
+    if run.impl == "llamacpp":
+        from g4sim.measure.llamacpp import LlamaCppRunner, gguf_file
+
+        return LlamaCppRunner(gguf_file(run.spec().text, run.model, run.quant or run.dtype, run.seed),
+                              threads=run.threads or 2, n_ubatch=run.chunk)
     import torch
 
     from g4sim.measure.hf import TransformersRunner
@@ -179,6 +198,7 @@ def worker(run: ProfileRun) -> None:
         "batch": run.batch, "decode_steps": run.decode_steps, "chunk": run.chunk or 0, "engine": run.impl,
         "torch_device": run.device, "checkpoint": run.checkpoint or ""}
 
+    _load_libraries(run)
     baseline = rss_bytes()
     if probe:
         probe.reset()
@@ -195,6 +215,7 @@ def worker(run: ProfileRun) -> None:
         try:
             ids = torch.randint(0, spec.text.vocab_size, (run.batch, ctx),
                                 generator=torch.Generator().manual_seed(run.seed)).to(run.device)
+            runner.reserve(ctx + run.decode_steps)
             (probe.reset() if probe else reset_peak())
             sync()
             start = time.perf_counter()
@@ -258,6 +279,11 @@ def profile(runs: list[ProfileRun], *, progress: bool = True) -> list[str]:
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task("profiling", total=total)
         for run in runs:
+            if run.impl == "llamacpp":  # written and quantized here, once, so no worker measures it
+                from g4sim.measure.llamacpp import gguf_file
+
+                bar.update(task, description=f"{run.model} GGUF {run.quant or run.dtype}: writing / quantizing")
+                gguf_file(run.spec().text, run.model, run.quant or run.dtype, run.seed, run.threads or 2)
             done: list[int] = []
             pending = list(run.contexts)
             while pending:

@@ -13,6 +13,15 @@ before the efficiencies were fitted again:
   memory held to the tolerances against that engine's rule; speed reported (the efficiencies are
   g4sim's model's) and never used for calibration.
 
+Split v3 (2026-11-23) adds llama.cpp's own rows (``g4sim profile --impl llamacpp``: GGUF files on
+llama.cpp's CPU kernels), fixed before any of them was measured or fitted, by whole configuration
+(model at a depth), never by context:
+
+* ``calibration``: e2b at 10 layers (5 KV-shared), 26b-a4b at 2 layers and 31b at 2 layers, in every
+  GGUF format -- what the llama.cpp speed terms are fitted on;
+* ``held-out``: e2b at 15 layers (10 KV-shared), 26b-a4b and 31b at 6 layers (a whole period of the
+  layer pattern) and e4b at any depth (a model the fit never saw).
+
 (Split v1 calibrated the expert term on 26b-a4b at 2048 and validated it at 512 / 1024 — neighbouring
 contexts of the same model and dtype — after those rows had failed; v2 replaces it.)  Each row of
 the store carries its ``split``; tests/test_validate.py pins the assignment by hash, so a held-out
@@ -23,15 +32,19 @@ from __future__ import annotations
 
 from typing import Any
 
-SPLIT_VERSION = 2
+SPLIT_VERSION = 3
 CALIBRATION_MODELS = {"e2b", "31b"}  # dense efficiencies
 CALIBRATION_MOE = {("26b-a4b", "fp32")}  # the expert-GEMM half-rows constant: (model, dtype)
+LLAMACPP_CALIBRATION = {("e2b", 10), ("26b-a4b", 2), ("31b", 2)}  # (model, layers): llama.cpp's speed terms
 SPLITS = ("calibration", "held-out", "quantized", "other-impl")
 
 
 def split_of(row: dict[str, Any]) -> str:
-    """calibration, held-out or quantized, by the rule above (model, dtype, weight format only)."""
-    if str(row.get("engine") or "g4sim") != "g4sim":
+    """calibration, held-out, quantized or other-impl, by the rules above (engine, model, depth, format only)."""
+    engine = str(row.get("engine") or "g4sim")
+    if engine == "llamacpp":
+        return "calibration" if (str(row["model"]), int(row["layers"])) in LLAMACPP_CALIBRATION else "held-out"
+    if engine != "g4sim":
         return "other-impl"
     fmt = weight_format(row)
     if fmt not in ("fp32", "bf16", "fp16"):

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from g4sim.analytic.components import Category, Component, Location
 from g4sim.measure.split import SPLITS, row_spec, split_of, weight_format
+
+MiB = 1 << 20
 
 TOLERANCES = {"param_bytes": 0.0, "kv_bytes": 0.0, "prefill_peak_bytes": 0.05,
               "prefill_tokens_per_s": 0.25, "decode_tokens_per_s": 0.25}
@@ -43,13 +46,17 @@ class Check:
         return self.tolerance is None or abs(self.error) <= self.tolerance + 1e-12
 
 
-def engine_for_impl(impl: str, chunk: int):
-    """The engine rule a measured implementation is held to (its own allocation rules)."""
+def engine_for_impl(impl: str, chunk: int | None, ctx: int):
+    """The engine rule a measured implementation is held to (its own allocation rules), as it ran."""
     from g4sim.engines import get_engine
 
     if impl.startswith("transformers-"):  # generate() without prefill_chunk_size: the whole prompt at once
-        return get_engine("transformers", attn_implementation=impl.split("-", 1)[1], prefill_chunk=chunk)
-    return get_engine("g4sim", prefill_chunk=chunk)
+        return get_engine("transformers", attn_implementation=impl.split("-", 1)[1], prefill_chunk=chunk or ctx)
+    if impl == "llamacpp":  # as g4sim.measure.llamacpp runs it: llama-server's defaults, one slot, on a CPU
+        from g4sim.measure.llamacpp import N_UBATCH
+
+        return get_engine("llamacpp", n_ubatch=chunk or N_UBATCH)
+    return get_engine("g4sim", prefill_chunk=chunk or ctx)
 
 
 def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str] | None = None) -> list[Check]:
@@ -66,23 +73,35 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
     batch, ctx, cache_ctx = int(row["batch"]), int(row["ctx"]), int(row["cache_context"])
     chunk = int(row.get("chunk") or 0) or None
     impl = str(row.get("engine") or "g4sim")
-    engine = engine_for_impl(impl, chunk or ctx)
+    engine = engine_for_impl(impl, chunk, ctx)
     label = f"{row['model']}[{row['layers']}L] {fmt} ctx {ctx} b{batch}" + ("" if impl == "g4sim" else f" {impl}")
 
     split = split_of(row)
-    if calibration_models is not None and split not in ("quantized", "other-impl"):
+    if calibration_models is not None and impl == "g4sim" and split != "quantized":
         split = "calibration" if str(row["model"]) in calibration_models else "held-out"
     calib = split
     out: list[Check] = []
-    weights = sum(weight_bytes_by_component(spec, fmt).values())
-    scalars = spec.text.num_layers * (4 if fmt == "fp32" else 2)  # layer_scalar buffers, not priced weights
-    out.append(Check(index, label, "param_bytes", weights, float(row["param_bytes"]) - scalars, 0.0, calib))
-    kv = "fp32" if fmt == "fp32" else "bf16"  # g4sim's cache takes the model's dtype
-    memory = estimate_memory(spec, ctx=cache_ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine,
-                             device_kind="cpu" if device.kind != "gpu" else "gpu")
-    out.append(Check(index, label, "kv_bytes", memory.by_category()["kv_cache"], float(row["kv_bytes"]), 0.0, calib))
-    out.append(Check(index, label, "prefill_peak_bytes", memory.total(), float(row["prefill_peak_bytes"]),
-                     TOLERANCES["prefill_peak_bytes"], calib))
+    cpu = device.kind != "gpu"
+    if impl == "llamacpp":  # the file's tensors (llama_model_size); the KV line llama.cpp logs, in MiB to 2 decimals
+        kv = "fp16"
+        memory = estimate_memory(spec, ctx=cache_ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine,
+                                 device_kind="cpu")
+        weights = sum(t.bytes for t in memory.terms_in(Category.WEIGHTS) if t.component is not Component.REPACKED_WEIGHTS)
+        out.append(Check(index, label, "param_bytes", weights, float(row["param_bytes"]), 0.0, calib))
+        logged_kv = round(memory.by_category(None)["kv_cache"] / MiB, 2) * MiB
+        out.append(Check(index, label, "kv_bytes", logged_kv, float(row["kv_bytes"]), 0.0, calib))
+    else:
+        weights = sum(weight_bytes_by_component(spec, fmt).values())
+        scalars = spec.text.num_layers * (4 if fmt == "fp32" else 2)  # layer_scalar buffers, not priced weights
+        out.append(Check(index, label, "param_bytes", weights, float(row["param_bytes"]) - scalars, 0.0, calib))
+        kv = "fp32" if fmt == "fp32" else "bf16"  # g4sim's cache takes the model's dtype
+        memory = estimate_memory(spec, ctx=cache_ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine,
+                                 device_kind="cpu" if cpu else "gpu")
+        out.append(Check(index, label, "kv_bytes", memory.by_category()["kv_cache"], float(row["kv_bytes"]), 0.0,
+                         calib))
+    # on a CPU the host is the device: host-resident terms (mapped embeddings, logits) are in the same RSS
+    out.append(Check(index, label, "prefill_peak_bytes", memory.total(None if cpu else Location.ACCELERATOR),
+                     float(row["prefill_peak_bytes"]), TOLERANCES["prefill_peak_bytes"], calib))
     speed_tol = TOLERANCES["prefill_tokens_per_s"] if split == "held-out" else None
     prefill = predict(engine, Workload(spec, ctx, batch, fmt, kv), device)
     out.append(Check(index, label, "prefill_tokens_per_s", prefill.prefill_tokens_per_s,
