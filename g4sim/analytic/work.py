@@ -5,7 +5,9 @@ active token touches — attention and MLP projections, the top-k share of the e
 projections — plus attention scores and values (sliding layers attend to at most the window),
 plus the tied LM head for each position whose logits are kept.  Embedding-table lookups cost no
 FLOPs.  KV-shared layers run only for the kept positions in prefill (they write no cache;
-transformers' ``_maybe_slice_kv_shared_inputs`` and g4sim's model both skip them).
+transformers' ``_maybe_slice_kv_shared_inputs`` and g4sim's model both skip them) unless the engine
+runs them for every prompt token (``shared_all``: llama.cpp's gemma4 graph builds every layer over
+all n_tokens and selects the output rows only after the final norm, ``src/models/gemma4.cpp``).
 
 Bytes per decode step: every weight read once (the tied embedding once more as the LM head), the
 experts the batch actually touches — ``E (1 - (1 - k/E)^B)`` per layer for B tokens choosing k of E
@@ -74,11 +76,16 @@ def _sum_kv_len(t: TextSpec, layer: int, start: int, n: int) -> float:
     return capped(start + n) - capped(start)
 
 
-def prefill_expert_flop(spec: ModelSpec, ctx: int, batch: int = 1) -> float:
+def _layer_tokens(t: TextSpec, layer: int, ctx: int, kept: int, shared_all: bool) -> int:
+    """Prompt tokens a layer computes: all of them, or only the kept ones on a KV-shared layer the engine skips."""
+    return kept if t.is_kv_shared(layer) and not shared_all else ctx
+
+
+def prefill_expert_flop(spec: ModelSpec, ctx: int, batch: int = 1, shared_all: bool = False) -> float:
     """The part of prefill_flop spent in routed-expert GEMMs."""
     t = spec.text
     per_layer = _layer_matmul_params(t)
-    return sum(batch * 2.0 * t.top_k_experts * per_layer[i][1] * (1 if t.is_kv_shared(i) else ctx)
+    return sum(batch * 2.0 * t.top_k_experts * per_layer[i][1] * _layer_tokens(t, i, ctx, 1, shared_all)
                for i in range(t.num_layers))
 
 
@@ -88,13 +95,13 @@ def expert_rows(spec: ModelSpec, tokens: int) -> float:
     return tokens * t.top_k_experts / t.num_experts if t.enable_moe_block else float("inf")
 
 
-def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1) -> float:
+def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1, shared_all: bool = False) -> float:
     t = spec.text
     per_layer = _layer_matmul_params(t)
     flop = 0.0
     for i in range(t.num_layers):
         dense, one_expert = per_layer[i]
-        tokens = kept if t.is_kv_shared(i) else ctx
+        tokens = _layer_tokens(t, i, ctx, kept, shared_all)
         matmul = dense + t.top_k_experts * one_expert
         attn = _sum_kv_len(t, i, ctx - tokens, tokens)
         flop += batch * (2.0 * matmul * tokens + 4.0 * t.num_heads * t.head_dim_of(i) * attn)

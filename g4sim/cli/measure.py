@@ -70,6 +70,8 @@ def profile(
     impl: str = typer.Option("g4sim", "--impl", help="What runs the passes: g4sim, transformers-sdpa, "
                              "transformers-eager, llamacpp (llama-cpp-python on a GGUF of the model; --quant "
                              "picks its format: fp16, q8_0, q4_k_m, ...)."),
+    components: bool = typer.Option(False, "--components", help="Also time and peak-measure each model component "
+                                    "(attention, mlp, experts, ...) in extra instrumented passes (g4sim only)."),
 ) -> None:
     """Real instrumented forward passes: measured memory and speed, appended to the measurement store."""
     from g4sim.measure.profile import DTYPES, IMPLS, QUANTS, ProfileRun
@@ -105,6 +107,8 @@ def profile(
         raise unknown_choice("profiling weight format", quant, QUANTS)
     if quant and impl.startswith("transformers-"):
         raise UserError(f"--quant {quant} is g4sim's own weight-only format; --impl {impl} runs {dtype} weights")
+    if components and impl != "g4sim":
+        raise UserError(f"--components tags g4sim's own model; --impl {impl} runs another implementation")
     if layers and layers > spec.text.num_layers:
         raise UserError(f"--layers {layers} is more than {spec.name}'s {spec.text.num_layers} layers")
     device = resolve_torch_device(device)
@@ -123,7 +127,7 @@ def profile(
     run = ProfileRun(model=spec.name, contexts=contexts, dtype=dtype, device=device, layers=layers, quant=quant,
                      batch=batch, decode_steps=decode_steps, chunk=chunk, checkpoint=checkpoint, store=store,
                      device_profile=profile_name, command="g4sim " + " ".join(sys.argv[1:]), threads=threads,
-                     impl=impl)
+                     impl=impl, components=components)
     for line in run_profile([run]):
         console.print(line)
 
@@ -133,9 +137,17 @@ def validate(
     store: Optional[str] = typer.Option(None, "--store", help="Measurement store directory."),
     as_json: bool = typer.Option(False, "--json"),
     report: Optional[str] = typer.Option(None, "--report", help="Also write the validation report (HTML) here."),
+    speed: bool = typer.Option(False, "--speed", help="Instead: the shipped speed terms against llama.cpp's "
+                               "measured rows, in-sample and held-out errors per engine and backend class."),
+    published: bool = typer.Option(False, "--published", help="Instead: the shipped speed terms against the "
+                                   "published runs (with --speed: both)."),
 ) -> None:
     """Analytic prediction vs measured, per component, with % error; exit 1 beyond tolerance."""
     from pathlib import Path
+
+    if speed or published:
+        _validate_speed("llamacpp" if speed else None, published, Path(store) if store else None, as_json)
+        return
 
     from g4sim.measure.validate import summary
     from g4sim.measure.validate import validate as run_validate
@@ -171,6 +183,10 @@ def calibrate(
     store: Optional[str] = typer.Option(None, "--store"),
     write: bool = typer.Option(False, "--write/--dry-run", help="Write the fitted efficiencies into the profile "
                                "(default: print them only)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Fit this engine's speed terms per backend class "
+                                         "from its measured rows (`g4sim profile --impl llamacpp`) instead."),
+    published: bool = typer.Option(False, "--published", help="Fit speed terms per engine and backend class from "
+                                   "the published runs (reports/published/runs.csv) instead (with --engine: both)."),
 ) -> None:
     """Fit a profile's prefill / decode efficiencies from measurements (calibration variants only)."""
     from pathlib import Path
@@ -178,6 +194,9 @@ def calibrate(
     from g4sim.measure.calibrate import calibration_note, fit, write_back
     from g4sim.measure.measurements import git_commit
 
+    if engine is not None or published:
+        _calibrate_speed(engine, published, Path(store) if store else None, write)
+        return
     resolve_device(device)
     fitted = fit(Path(store) if store else None, device)
     if not fitted:
@@ -194,3 +213,70 @@ def calibrate(
         from g4sim.cli.app import err
 
         err.print(f"wrote {path}")
+
+
+def _speed_runs(engine: str | None, published: bool, store):
+    """Runs from the measured rows of ``engine`` and / or the published dataset, with the published rows left out."""
+    from g4sim.measure import speedfit
+    from g4sim.measure.profile import ENGINE_IMPLS
+
+    runs, skipped = [], []
+    if engine is not None:
+        if engine not in ENGINE_IMPLS:
+            raise unknown_choice("measured engine", engine, ENGINE_IMPLS)
+        runs += speedfit.store_runs(store, engine)
+    if published:
+        more, skipped = speedfit.published_runs()
+        runs += more
+    return runs, skipped
+
+
+def _calibrate_speed(engine: str | None, published: bool, store, write: bool) -> None:
+    """Speed terms per engine and backend class, fitted on the calibration rows; errors printed per split."""
+    from g4sim.cli.app import err
+    from g4sim.measure import speedfit
+    from g4sim.measure.measurements import git_commit
+    from g4sim.outputs.render import render_speed_fit
+
+    runs, skipped = _speed_runs(engine, published, store)
+    if not any(r.row.split == "calibration" for r in runs):
+        raise UserError(f"no calibration rows of {engine or 'any engine'} in "
+                        f"{'the published runs' if published else store or 'reports/measurements'}; "
+                        "run scripts/profile_llamacpp.sh")
+    sources = " and ".join(x for x in (f"{engine}'s measured rows (split v3, g4sim/measure/split.py)" if engine else "",
+                                       "the published runs (reports/published, split frozen there)" if published else "")
+                           if x)
+    note = f"fitted by `g4sim calibrate` at g4sim {git_commit()[0]} on the calibration rows of {sources}"
+    entries, scored = speedfit.calibrate(runs, note)
+    render_speed_fit(entries, scored, console)
+    if skipped:
+        err.print(f"{len(skipped)} published rows left out (no engine, device profile or format g4sim models); "
+                  "`g4sim validate --published --json` lists them")
+    if write:
+        err.print(f"wrote {speedfit.write_classes(entries)}")
+    else:
+        err.print("dry run: nothing written (add --write to store these terms)")
+
+
+def _validate_speed(engine: str | None, published: bool, store, as_json: bool) -> None:
+    """Shipped speed terms (speed_classes.yaml) against measured and / or published runs, through ``predict``."""
+    from g4sim.measure import speedfit
+
+    runs, skipped = _speed_runs(engine, published, store)
+    scored, bands = speedfit.validate_shipped(runs)
+    if not scored:
+        raise UserError("no runs of a class with fitted speed terms; run scripts/profile_llamacpp.sh and "
+                        "`g4sim calibrate --engine llamacpp --published --write`")
+    uncovered = sorted({r.key for r in runs} - set(bands))
+    if as_json:
+        typer.echo(json.dumps({"bands": bands, "runs": scored, "classes_without_terms": uncovered,
+                               "left_out": [{"id": i, "why": why} for i, why in skipped]}, indent=2))
+        return
+    from g4sim.outputs.render import render_speed_bands, render_speed_rows
+
+    render_speed_rows(scored, console, "Speed: predicted (shipped terms) vs measured / published")
+    render_speed_bands(bands, console, "Error of tokens/s per engine and backend class: in-sample (calibration rows) "
+                                       "and held-out (frozen splits) apart")
+    if uncovered or skipped:
+        console.print(f"classes without fitted terms: {', '.join(uncovered) or 'none'}; published rows left out: "
+                      f"{len(skipped)} (--json lists each with why)")

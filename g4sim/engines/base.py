@@ -60,6 +60,21 @@ class Parallel(str, Enum):
     LAYER = "layer"  # consecutive layers on consecutive GPUs; GPUs take turns (pipeline at batch 1)
 
 
+_ARM_VENDORS = frozenset({"raspberrypi", "qualcomm", "arm", "mediatek", "samsung"})
+
+
+def backend_class(kind: str, vendor: str) -> str:
+    """The family of kernels an engine runs on a device, as speed terms are fitted per class:
+    cuda (NVIDIA GPUs and Jetson), rocm (AMD GPUs), metal (Apple), cpu-x86, cpu-arm."""
+    if vendor == "apple":
+        return "metal"
+    if kind in ("gpu", "soc") and vendor == "nvidia":
+        return "cuda"
+    if kind == "gpu" and vendor == "amd":
+        return "rocm"
+    return "cpu-arm" if vendor in _ARM_VENDORS else "cpu-x86"
+
+
 @dataclass(frozen=True)
 class Caps:
     weight_formats: frozenset[str]
@@ -194,6 +209,9 @@ class Engine:
     options: ClassVar[tuple[Option, ...]] = ()
     command_names: ClassVar[tuple[str, ...]] = ()  # executables whose command lines this engine parses
     file_kinds: ClassVar[frozenset[str]] = frozenset({"safetensors"})  # weight files it loads (FILE_KINDS)
+    # Whether prefill computes KV-shared layers for every prompt token (they write no cache, so an engine
+    # may run them for the kept positions only: transformers' _maybe_slice_kv_shared_inputs does).
+    prefill_runs_kv_shared_layers: ClassVar[bool] = False
 
     ple_location: Location = Location.ACCELERATOR
     logits_kept: int = 1  # positions whose logits are computed in prefill

@@ -108,6 +108,9 @@ class LlamaCppEngine(Engine):
     )
     command_names: ClassVar[tuple[str, ...]] = ("llama-server", "llama-cli")
     file_kinds: ClassVar[frozenset[str]] = frozenset({"gguf"})
+    # gemma4's graph builds every layer over all n_tokens and keeps the output rows only after the final
+    # norm (src/models/gemma4.cpp; the reserve graph below does the same)
+    prefill_runs_kv_shared_layers: ClassVar[bool] = True
     n_ubatch: int = 512
     n_seq_max: int = 1  # parallel slots (-np): bound to the workload's batch
     kv_unified: bool = False  # llama-server with an explicit -np (g4sim always prints -np)

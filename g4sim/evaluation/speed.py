@@ -13,19 +13,33 @@ calibrated where measured), so it never beats the bound.  Layouts:
 * weights kept in host memory (llama.cpp ``-ngl`` / ``--n-cpu-moe``): in decode the CPU computes
   with them at the host's bandwidth; in prefill they cross PCIe once per micro-batch.
 Weight bytes are the exact file's stored bytes when the workload carries one (``Workload.file``).
+
+Where an engine has fitted speed terms for the device's backend class (``speed_classes.yaml``,
+written by ``g4sim calibrate --engine-rows`` / ``--published``), one device's phases are instead
+(``EngineSpeed``): prefill = (FLOPs the engine computes / e_p[format] + expert FLOPs per row x
+expert_rows_at_peak) / peak + forward passes x layers x prefill_layer_seconds; a decode step =
+max(bytes / (bandwidth x e_d[format]), FLOPs / (peak x e_p)) + layers x decode_layer_seconds -- the
+fixed per-layer cost is what kernel launches and thread barriers add whatever the bytes.  Every
+prediction then carries the held-out error band of its class; without terms it says "uncalibrated".
 No torch import.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
+
+import yaml
 
 from g4sim.analytic.work import (
     compute_dtype, decode_step_bytes, decode_step_flop, expert_rows, prefill_expert_flop, prefill_flop,
     prefill_weight_bytes,
 )
-from g4sim.engines.base import Engine, Parallel, Workload
+from g4sim.analytic.quant import get_quant
+from g4sim.engines.base import Engine, Parallel, Workload, backend_class
 from g4sim.hardware import HardwareProfile
 
 ACTIVATION_BYTES = 2  # hidden states cross links in 16-bit
@@ -61,6 +75,9 @@ class Throughput:
     efficiency_provenance: str
     comm_seconds_per_step: float = 0.0
     layout: str = "1 device"
+    speed_class: str = ""  # engine/backend class of this prediction
+    calibrated: bool = False  # whether fitted terms of that class made it (else the profile's efficiencies)
+    bands: dict = field(default_factory=dict)  # phase -> the class's held-out |error|: median, p90, n
 
     @property
     def ttft_seconds(self) -> float:
@@ -92,8 +109,75 @@ class Throughput:
                  prefill_tokens_per_s_roofline=self.prefill_tokens_per_s_roofline,
                  decode_tokens_per_s_per_sequence=self.decode_tokens_per_s_per_sequence,
                  decode_tokens_per_s=self.decode_tokens_per_s, decode_tokens_per_s_roofline=self.decode_tokens_per_s_roofline,
-                 provenance="predicted (analytic model x hardware-profile efficiencies)")
+                 provenance=(f"predicted (analytic work x speed terms fitted for {self.speed_class})" if self.calibrated
+                             else f"predicted (analytic model x hardware-profile efficiencies; uncalibrated: no fitted "
+                                  f"terms for {self.speed_class})"),
+                 band={phase: self.band_text(phase) for phase in ("prefill", "decode")})
         return d
+
+    def band_text(self, phase: str) -> str:
+        """'held-out error for llamacpp/cuda: median 9%, p90 21%, n=14', or 'uncalibrated: ...'."""
+        b = self.bands.get(phase)
+        if not self.calibrated:
+            return f"no error band: no fitted speed terms for {self.speed_class}"
+        if not b or not b["n"]:
+            return f"fitted for {self.speed_class}, no held-out rows to give an error"
+        return (f"held-out error for {self.speed_class}: median {b['median']:.0%}, p90 {b['p90']:.0%}, "
+                f"n={b['n']}")
+
+
+SPEED_CLASSES = Path(__file__).with_name("speed_classes.yaml")
+
+
+@dataclass(frozen=True)
+class EngineSpeed:
+    """Speed terms of one engine on one backend class, fitted by ``g4sim calibrate`` (units in the names)."""
+
+    key: str  # "<engine>/<backend class>"
+    prefill_compute: tuple[tuple[str, float], ...]  # format family -> achieved fraction of the compute peak
+    decode_bandwidth: tuple[tuple[str, float], ...]  # format family -> achieved fraction of the bandwidth
+    prefill_layer_seconds: float  # fixed cost per layer per forward pass over the prompt
+    decode_layer_seconds: float  # fixed cost per layer per decode step
+    expert_rows_at_peak: float  # extra routed-expert work: FLOP per expert row x this, at peak
+    provenance: str
+    bands: tuple[tuple[str, dict], ...] = ()  # phase -> {"median", "p90", "n"} of held-out |error|
+
+    def fraction(self, which: str, family: str) -> float:
+        """A format family's fitted fraction; else the pooled families' ("*", those with few rows); else the
+        geometric mean of the fitted ones."""
+        table = dict(self.prefill_compute if which == "prefill" else self.decode_bandwidth)
+        if family in table or "*" in table:
+            return table.get(family, table.get("*"))
+        return math.exp(sum(math.log(v) for v in table.values()) / len(table))
+
+
+def format_family(quant: str) -> str:
+    """Formats whose kernels run alike: a k-quant's mixes share one (q4_k_m, q4_k_s -> q4_k); 16-bit floats one."""
+    name = get_quant(quant).name
+    if name in ("bf16", "fp16"):
+        return "16bit"
+    if name.startswith("q") and name[-2:] in ("_m", "_s", "_l") and "_k" in name:
+        return name[:-2]
+    return name
+
+
+def engine_speed(key: str, v: dict) -> EngineSpeed:
+    """One class's entry of speed_classes.yaml as terms."""
+    return EngineSpeed(key, tuple(v["prefill_compute"].items()), tuple(v["decode_bandwidth"].items()),
+                       v["prefill_layer_seconds"], v["decode_layer_seconds"], v["expert_rows_at_peak"],
+                       v["provenance"], tuple((k, b) for k, b in (v.get("bands") or {}).items()))
+
+
+@lru_cache(maxsize=1)
+def speed_classes(path: Path = SPEED_CLASSES) -> dict[str, EngineSpeed]:
+    """The fitted classes g4sim ships (empty where none was fitted)."""
+    if not path.exists():
+        return {}
+    return {key: engine_speed(key, v) for key, v in (yaml.safe_load(path.read_text()) or {}).items()}
+
+
+def speed_class_of(engine: Engine, device: HardwareProfile) -> str:
+    return f"{engine.name}/{backend_class(device.kind, device.vendor)}"
 
 
 def efficiencies(device: HardwareProfile, dtype: str) -> tuple[float, float, str]:
@@ -109,10 +193,11 @@ def efficiencies(device: HardwareProfile, dtype: str) -> tuple[float, float, str
 def work(engine: Engine, w: Workload, kept: int = 1) -> tuple[float, float, float, float, float]:
     """(prefill FLOP, prefill expert FLOP per expert row, prefill weight bytes, decode-step FLOP, bytes)."""
     spec, chunk = w.spec, min(w.ctx, engine.chunk_tokens(w.ctx))
-    expert = (prefill_expert_flop(spec, w.ctx, w.batch) / expert_rows(spec, w.batch * chunk)
+    shared_all = engine.prefill_runs_kv_shared_layers
+    expert = (prefill_expert_flop(spec, w.ctx, w.batch, shared_all) / expert_rows(spec, w.batch * chunk)
               if spec.text.enable_moe_block else 0.0)
     kv_cells = lambda layer, ctx: engine.kv_cells(spec.text, layer, ctx)  # noqa: E731
-    return (prefill_flop(spec, w.ctx, w.batch, kept), expert, prefill_weight_bytes(spec, w.quant, w.file),
+    return (prefill_flop(spec, w.ctx, w.batch, kept, shared_all), expert, prefill_weight_bytes(spec, w.quant, w.file),
             decode_step_flop(spec, w.ctx, w.batch),
             decode_step_bytes(spec, w.ctx, w.batch, w.quant, w.kv_dtype, kv_cells, w.file))
 
@@ -134,22 +219,33 @@ def hop_seconds(hidden: int, gpus: int, tokens: int, link_bytes_per_s: float, st
 
 
 def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1, host_weight_bytes: int = 0,
-            host: HardwareProfile | None = None, kept: int = 1) -> Throughput:
-    """Prefill ``w.ctx`` prompt tokens for ``w.batch`` sequences, then one decode step at that length."""
+            host: HardwareProfile | None = None, kept: int = 1, terms: EngineSpeed | None = None) -> Throughput:
+    """Prefill ``w.ctx`` prompt tokens for ``w.batch`` sequences, then one decode step at that length.
+    ``terms``: speed terms to use instead of the shipped ones for this engine and backend (calibration)."""
     p_flop, expert_per_row, p_bytes, d_flop, d_bytes = work(engine, w, kept)
     dtype = compute_dtype(w.quant)
     peak, bw = device.flops(dtype), device.memory_bandwidth_bytes_per_s
-    eff_p, eff_d, provenance = efficiencies(device, dtype)
-    # small routed GEMMs run below the dense efficiency: weight their FLOPs by 1 / (m / (m + half_rows))
-    p_work = p_flop + expert_per_row * device.efficiency.expert_gemm_half_rows
-    prefill_s = max(p_work / (peak * eff_p), p_bytes / (bw * eff_d))
-    prefill_roof = max(p_flop / peak, p_bytes / bw)
-    d_bw, d_compute = d_bytes / (bw * eff_d), d_flop / (peak * eff_p)
-    step_s, step_roof = max(d_bw, d_compute), max(d_bytes / bw, d_flop / peak)
-    bound = "bandwidth" if d_bw >= d_compute else "compute"
-    comm, layout = 0.0, "1 device"
     t = w.spec.text
     prefill_steps = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))  # forward passes over the prompt
+    terms = terms or speed_classes().get(speed_class_of(engine, device))
+    if terms is not None:
+        family = format_family(w.quant)
+        eff_p, eff_d = terms.fraction("prefill", family), terms.fraction("decode", family)
+        prefill_s = (max((p_flop / eff_p + expert_per_row * terms.expert_rows_at_peak) / peak, p_bytes / (bw * eff_d))
+                     + prefill_seconds_fixed(prefill_steps, t.num_layers, terms.prefill_layer_seconds))
+        fixed_step = t.num_layers * terms.decode_layer_seconds
+        provenance = terms.provenance
+    else:
+        eff_p, eff_d, provenance = efficiencies(device, dtype)
+        # small routed GEMMs run below the dense efficiency: weight their FLOPs by 1 / (m / (m + half_rows))
+        p_work = p_flop + expert_per_row * device.efficiency.expert_gemm_half_rows
+        prefill_s = max(p_work / (peak * eff_p), p_bytes / (bw * eff_d))
+        fixed_step = 0.0
+    prefill_roof = max(p_flop / peak, p_bytes / bw)
+    d_bw, d_compute = d_bytes / (bw * eff_d), d_flop / (peak * eff_p)
+    step_s, step_roof = max(d_bw, d_compute) + fixed_step, max(d_bytes / bw, d_flop / peak)
+    bound = "bandwidth" if d_bw >= d_compute else "compute"
+    comm, layout = 0.0, "1 device"
     style = engine.caps.parallel
     if gpus > 1 and style is Parallel.TENSOR:
         link = device.interconnect.bandwidth_bytes_per_s
@@ -184,4 +280,11 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
         prefill_seconds_roofline=prefill_roof, decode_step_bytes=d_bytes, decode_step_flop=d_flop,
         decode_step_seconds=step_s, decode_step_seconds_roofline=step_roof, decode_bound=bound,
         compute_dtype=dtype, efficiency_provenance=provenance, comm_seconds_per_step=comm, layout=layout,
+        speed_class=terms.key if terms else speed_class_of(engine, device), calibrated=terms is not None,
+        bands=dict(terms.bands) if terms else {},
     )
+
+
+def prefill_seconds_fixed(passes: int, layers: int, layer_seconds: float) -> float:
+    """What every forward pass over the prompt costs per layer whatever its work (launches, barriers)."""
+    return passes * layers * layer_seconds

@@ -29,6 +29,7 @@ QUANTS = ("int8", "int4-g128")
 # What runs the forward passes: g4sim's own model, transformers' Gemma 4 with its attention backend, or
 # llama.cpp (llama-cpp-python) on a GGUF of the same spec.
 IMPLS = ("g4sim", "transformers-sdpa", "transformers-eager", "llamacpp")
+ENGINE_IMPLS = IMPLS[1:]  # the real engines measured beside g4sim's own model
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class ProfileRun:
     threads: int | None = None
     impl: str = "g4sim"
     skip: tuple[int, ...] = field(default=())
+    components: bool = False  # per-component time and peak memory (extra instrumented passes; g4sim.measure.components)
 
     def spec(self):
         from g4sim.spec import get_variant
@@ -236,6 +238,16 @@ def worker(run: ProfileRun) -> None:
             row.update({f"prefill_{k}": v for k, v in prefill_mem.items()})
             row.update({f"decode_{k}": v for k, v in decode_mem.items()})
             runner.cache = None
+            if run.components:  # after the row's own passes, so its whole-pass figures are unhooked ones
+                from g4sim.measure.components import measure_components
+
+                try:
+                    row.update(measure_components(runner, ids, ctx + run.decode_steps, run.decode_steps, cuda))
+                except (RuntimeError, MemoryError) as exc:  # the row's own figures stand; say why these are absent
+                    if not _is_oom(exc):
+                        raise
+                    runner.cache = None
+                    row["components_error"] = str(exc).splitlines()[0][:200]
             del ids
         except (RuntimeError, MemoryError) as exc:
             if not _is_oom(exc):

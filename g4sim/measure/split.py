@@ -41,10 +41,10 @@ SPLITS = ("calibration", "held-out", "quantized", "other-impl")
 
 def split_of(row: dict[str, Any]) -> str:
     """calibration, held-out, quantized or other-impl, by the rules above (engine, model, depth, format only)."""
-    engine = str(row.get("engine") or "g4sim")
-    if engine == "llamacpp":
+    impl = str(row.get("engine") or "g4sim")  # what ran the passes: g4sim.measure.profile.IMPLS
+    if impl == "llamacpp":
         return "calibration" if (str(row["model"]), int(row["layers"])) in LLAMACPP_CALIBRATION else "held-out"
-    if engine != "g4sim":
+    if impl != "g4sim":
         return "other-impl"
     fmt = weight_format(row)
     if fmt not in ("fp32", "bf16", "fp16"):

@@ -95,13 +95,15 @@ def render_plan(plan: Plan, console: Console) -> None:
     console.print(f"Largest batch at {format_context(r.workload.ctx)} with the margin: {plan.max_batch}")
     speed = e.speed
     if speed is not None:
+        how = (f"terms fitted for {speed.speed_class}" if speed.calibrated
+               else f"{speed.efficiency_provenance.split(':')[0]} efficiencies")
         console.print(Text.assemble(
-            ("Speed (predicted, ", "bold"), (f"{speed.efficiency_provenance.split(':')[0]} efficiencies; {speed.layout}", "bold"),
-            ("): ", "bold"),
+            ("Speed (predicted, ", "bold"), (f"{how}; {speed.layout}", "bold"), ("): ", "bold"),
             f"time to first token {speed.ttft_seconds:,.2f} s  ·  prefill {speed.prefill_tokens_per_s:,.0f} tok/s "
-            f"(roofline {speed.prefill_tokens_per_s_roofline:,.0f})  ·  decode {speed.decode_tokens_per_s_per_sequence:,.1f} "
-            f"tok/s per sequence, {speed.decode_tokens_per_s:,.1f} aggregate (roofline "
-            f"{speed.decode_tokens_per_s_roofline:,.1f}, {speed.decode_bound}-bound)"))
+            f"(roofline {speed.prefill_tokens_per_s_roofline:,.0f}; {speed.band_text('prefill')})  ·  decode "
+            f"{speed.decode_tokens_per_s_per_sequence:,.1f} tok/s per sequence, {speed.decode_tokens_per_s:,.1f} "
+            f"aggregate (roofline {speed.decode_tokens_per_s_roofline:,.1f}, {speed.decode_bound}-bound; "
+            f"{speed.band_text('decode')})"))
     if plan.layouts:
         table = Table(title=f"Layouts that load, ranked: {RANKED_BY} (memory computed, speed predicted)",
                       title_justify="left", box=None, header_style="bold", pad_edge=False)
@@ -150,6 +152,53 @@ def render_validation(checks, summary_rows, console: Console) -> None:
                       f"{r['worst_error']:+.2%}", "exact" if r["tolerance"] == 0 else f"±{r['tolerance']:.0%}",
                       str(r["failures"]))
     console.print(table)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.0%}"
+
+
+def render_speed_rows(scored: list[dict], console: Console, title: str) -> None:
+    """Each run's predicted vs measured tokens/s, with its split and source."""
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for col in ("run", "class", "phase", "split", "measured tok/s", "predicted tok/s", "error", "source"):
+        table.add_column(col, justify="right" if "tok/s" in col or col == "error" else "left")
+    for s in scored:
+        table.add_row(s["label"], s["class"], s["phase"], s["split"], f"{s['tokens'] / s['measured_s']:,.2f}",
+                      f"{s['tokens'] / s['predicted_s']:,.2f}", f"{s['error']:+.1%}", s["source"][:60])
+    console.print(table)
+
+
+def render_speed_bands(bands: dict[str, dict[str, dict[str, dict]]], console: Console, title: str) -> None:
+    """Per class and phase: |error| of tokens/s on the calibration rows (in-sample) and the held-out rows."""
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for col in ("class", "phase", "in-sample median", "p90", "n", "held-out median", "p90 ", "n "):
+        table.add_column(col, justify="left" if col in ("class", "phase") else "right")
+    for key, by_split in bands.items():
+        for phase in ("prefill", "decode"):
+            c, h = by_split["calibration"][phase], by_split["held-out"][phase]
+            table.add_row(key, phase, _pct(c["median"]), _pct(c["p90"]), str(c["n"]), _pct(h["median"]),
+                          _pct(h["p90"]), str(h["n"]))
+    console.print(table)
+
+
+def render_speed_fit(entries: dict[str, dict], scored: list[dict], console: Console) -> None:
+    """Fitted terms per class, then the runs and the error bands (in-sample and held-out apart)."""
+    table = Table(title="Fitted speed terms (fraction of the compute peak / of the bandwidth achieved per format "
+                        "family; fixed seconds per layer)", title_justify="left", box=None, header_style="bold",
+                  pad_edge=False)
+    for col in ("class", "family", "prefill compute", "decode bandwidth", "prefill s/layer/pass", "decode s/layer",
+                "expert rows at peak"):
+        table.add_column(col, justify="left" if col in ("class", "family") else "right")
+    for key, e in entries.items():
+        for fam in sorted(set(e["prefill_compute"]) | set(e["decode_bandwidth"])):
+            table.add_row(key, fam, str(e["prefill_compute"].get(fam, "-")), str(e["decode_bandwidth"].get(fam, "-")),
+                          f"{e['prefill_layer_seconds']:.3g}", f"{e['decode_layer_seconds']:.3g}",
+                          f"{e['expert_rows_at_peak']:.2f}")
+    console.print(table)
+    render_speed_rows(scored, console, "Runs: predicted (with these terms) vs measured")
+    render_speed_bands({k: {"calibration": e["in_sample"], "held-out": e["bands"]} for k, e in entries.items()},
+                       console, "Error of tokens/s, in-sample (calibration rows) and held-out apart")
 
 
 def render_check(diffs, console: Console) -> None:

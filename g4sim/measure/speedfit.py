@@ -1,0 +1,349 @@
+"""Fit an engine's speed terms on one backend class, and measure them on rows the fit did not see.
+
+A run, measured here (``g4sim profile --impl llamacpp``) or published (``reports/published/runs.csv``),
+becomes a ``SpeedRow``: the work g4sim computes for it (the FLOPs the engine runs, bytes a decode step
+moves, forward passes, layers: ``g4sim.evaluation.speed.work``) beside the seconds it took.  The
+terms of ``g4sim.evaluation.speed.EngineSpeed`` are linear in the unknowns
+
+    prefill_s = F / (P e_p[family]) + X expert_rows_at_peak / P + passes x layers x prefill_layer_seconds
+    decode_s  = B / (W e_d[family]) + layers x decode_layer_seconds
+
+so each phase is a least-squares fit of relative error (every row counts alike, whatever its size)
+over the calibration rows, with every coefficient kept non-negative (the best of all subsets of
+coefficients that come out non-negative: a handful of unknowns) and each fraction capped at 1, so a
+prediction never beats its roofline.  Only rows whose ``split`` says calibration are fitted; the
+held-out rows are scored afterwards through ``predict`` itself, the path ``g4sim plan`` takes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+PHASES = ("prefill", "decode")
+
+
+@dataclass(frozen=True)
+class SpeedRow:
+    """One run, as the speed terms see it (units in the names)."""
+
+    label: str
+    source: str
+    split: str  # calibration or held-out (frozen before any fit)
+    family: str  # format family (g4sim.evaluation.speed.format_family)
+    layers: int
+    passes: int  # forward passes over the prompt (micro-batches)
+    peak_flop_per_s: float
+    bandwidth_bytes_per_s: float
+    prefill_flop: float
+    expert_flop_per_row: float
+    decode_bytes: float
+    prefill_s: float | None  # measured / published seconds of the prefill; None when not reported
+    decode_step_s: float | None  # seconds of one decode step (all sequences)
+
+
+def speed_row(engine, w, device, *, prefill_s: float | None, decode_step_s: float | None, split: str, label: str,
+              source: str, decode_ctx: int | None = None) -> SpeedRow:
+    """The work of ``w`` under ``engine`` on ``device``, beside measured seconds (decode at ``decode_ctx``)."""
+    from dataclasses import replace
+
+    from g4sim.analytic.work import compute_dtype
+    from g4sim.evaluation.speed import format_family, work
+
+    p_flop, expert_per_row, _p_bytes, _d_flop, _ = work(engine, w)
+    d_bytes = work(engine, replace(w, ctx=decode_ctx or w.ctx))[4]
+    passes = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))
+    return SpeedRow(label, source, split, format_family(w.quant), w.spec.text.num_layers, passes,
+                    device.flops(compute_dtype(w.quant)), device.memory_bandwidth_bytes_per_s, p_flop, expert_per_row,
+                    d_bytes, prefill_s, decode_step_s)
+
+
+MIN_FAMILY_ROWS = 3  # a format family gets its own fraction from this many calibration rows; fewer pool as "*"
+
+
+def _work_s(r: SpeedRow, phase: str) -> float:
+    """The row's roofline seconds of the phase's main term: FLOPs at peak (prefill), bytes at bandwidth (decode)."""
+    return r.prefill_flop / r.peak_flop_per_s if phase == "prefill" else r.decode_bytes / r.bandwidth_bytes_per_s
+
+
+def _design(rows: list[SpeedRow], phase: str, families: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Columns of the linear model of the seconds above the roofline: per family the roofline seconds again
+    (its coefficient is 1 / fraction - 1, so a fraction never exceeds 1), then the fixed and expert terms."""
+    cols, names = [], []
+    for fam in families:
+        cols.append([_work_s(r, phase) if _family_key(r.family, families) == fam else 0.0 for r in rows])
+        names.append(fam)
+    if phase == "prefill":
+        cols.append([r.passes * r.layers for r in rows])
+        names.append("layer_seconds")
+        if any(r.expert_flop_per_row for r in rows):
+            cols.append([r.expert_flop_per_row / r.peak_flop_per_s for r in rows])
+            names.append("expert_rows_at_peak")
+    else:
+        cols.append([r.layers for r in rows])
+        names.append("layer_seconds")
+    return np.array(cols, dtype=float).T, names
+
+
+def _family_key(family: str, fitted: list[str]) -> str:
+    return family if family in fitted else "*"
+
+
+def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """min |a x - b| with x >= 0: the best least-squares solution over subsets of columns that is non-negative."""
+    n = a.shape[1]
+    best, best_res = np.zeros(n), float(np.sum(b * b))
+    for k in range(1, n + 1):
+        for cols in itertools.combinations(range(n), k):
+            x, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
+            if np.all(x >= 0):
+                res = float(np.sum((a[:, cols] @ x - b) ** 2))
+                if res < best_res - 1e-15:
+                    best_res, best = res, np.zeros(n)
+                    best[list(cols)] = x
+    return best
+
+
+def _measured(r: SpeedRow, phase: str) -> float | None:
+    return r.prefill_s if phase == "prefill" else r.decode_step_s
+
+
+def fit_phase(rows: list[SpeedRow], phase: str) -> dict[str, float]:
+    """Fitted terms of one phase: per format family the achieved fraction (at most 1), and the fixed terms."""
+    measured = [r for r in rows if r.split == "calibration" and _measured(r, phase)]
+    if not measured:
+        return {}
+    counts = {f: sum(r.family == f for r in measured) for f in {r.family for r in measured}}
+    families = sorted(f for f, n in counts.items() if n >= MIN_FAMILY_ROWS)
+    if any(n < MIN_FAMILY_ROWS for n in counts.values()):
+        families.append("*")
+    a, names = _design(measured, phase, families)
+    t = np.array([_measured(r, phase) for r in measured])
+    roof = np.array([_work_s(r, phase) for r in measured])
+    x = nonnegative_lstsq(a / t[:, None], (t - roof) / t)  # relative error: each row divided by its time
+    return {name: (1.0 / (1.0 + v) if name in families else float(v)) for name, v in zip(names, x)}
+
+
+def terms_from_fit(key: str, prefill: dict[str, float], decode: dict[str, float], provenance: str) -> dict:
+    """The YAML entry of one class (g4sim/evaluation/speed_classes.yaml), rounded to what the data supports."""
+    fams_p = {k: round(v, 4) for k, v in prefill.items() if k not in ("layer_seconds", "expert_rows_at_peak")}
+    fams_d = {k: round(v, 4) for k, v in decode.items() if k != "layer_seconds"}
+    return {"prefill_compute": fams_p, "decode_bandwidth": fams_d,
+            "prefill_layer_seconds": float(f"{prefill.get('layer_seconds', 0.0):.4g}"),
+            "decode_layer_seconds": float(f"{decode.get('layer_seconds', 0.0):.4g}"),
+            "expert_rows_at_peak": round(prefill.get("expert_rows_at_peak", 0.0), 2), "provenance": provenance}
+
+
+def band(errors: list[float]) -> dict:
+    """Median and 90th percentile of |relative error|, and the count."""
+    if not errors:
+        return {"median": None, "p90": None, "n": 0}
+    e = sorted(abs(x) for x in errors)
+    return {"median": round(float(np.median(e)), 4), "p90": round(float(np.percentile(e, 90)), 4), "n": len(e)}
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured if measured else math.nan
+
+
+# ---- the runs: measured here, and published ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Run:
+    """A run and how to predict it: the engine with its settings, the workload, the device, the decode depth."""
+
+    row: SpeedRow
+    engine: object
+    workload: object
+    device: object
+    decode_ctx: int
+    key: str  # engine/backend class
+    gpus: int = 1
+
+
+def store_runs(store=None, impl: str = "llamacpp") -> list[Run]:
+    """Every ok row an engine ran in the measurement store (``g4sim profile --impl``), with its frozen split."""
+    from g4sim.engines import Workload
+    from g4sim.evaluation.speed import speed_class_of
+    from g4sim.hardware import get_profile
+    from g4sim.measure.measurements import load_store
+    from g4sim.measure.split import row_spec, split_of, weight_format
+    from g4sim.measure.validate import engine_for_impl
+
+    frame = load_store(store)
+    if frame.empty:
+        return []
+    frame = frame[(frame["status"] == "ok") & (frame["engine"].fillna("g4sim") == impl)]
+    runs = []
+    for _, r in frame.iterrows():
+        row = {k: (None if v != v else v) for k, v in r.items()}
+        spec, fmt, ctx = row_spec(row), weight_format(row), int(row["ctx"])
+        steps = int(row["decode_steps"] or 0)
+        engine = engine_for_impl(impl, int(row.get("chunk") or 0) or None, ctx)
+        device = get_profile(str(row["device"]))
+        w = Workload(spec, ctx, int(row["batch"]), fmt, "fp16" if impl == "llamacpp" else "bf16")
+        decode_ctx = ctx + steps // 2
+        label = f"{row['model']}[{row['layers']}L] {fmt} ctx {ctx}"
+        sr = speed_row(engine, w, device, prefill_s=float(row["prefill_seconds"]),
+                       decode_step_s=float(row["decode_seconds"]) / steps if steps else None, split=split_of(row),
+                       label=label, source=f"measured: {row['command']} ({row['date_utc']}, load {row['load_1min']})",
+                       decode_ctx=decode_ctx)
+        runs.append(Run(sr, engine, w, device, decode_ctx, speed_class_of(engine, device)))
+    return runs
+
+
+PUBLISHED = "reports/published/runs.csv"
+# The published format names as g4sim's formats: AWQ / GPTQ int4 checkpoints are group-128 int4, MLX's
+# quantizations group 64.  Formats g4sim does not price (iq4_nl, unsloth's ud-q4_k_xl mixes, .litertlm
+# bundles) leave their rows out, each named in ``published_runs``' skipped list.
+PUBLISHED_FORMATS = {"awq-int4": "int4-g128", "gptq-int4": "int4-g128", "mlx-4bit": "mlx-4bit-g64",
+                     "mlx-8bit": "mlx-8bit-g64"}
+
+
+def published_runs(path=None) -> tuple[list[Run], list[tuple[str, str]]]:
+    """The published dataset as runs g4sim can predict, and (id, why) for every row it cannot."""
+    import csv
+    from pathlib import Path
+
+    from g4sim.analytic.quant import QUANT_FORMATS
+    from g4sim.engines import ENGINES, EngineError, Workload, get_engine
+    from g4sim.engines.base import backend_class
+    from g4sim.hardware import get_profile
+    from g4sim.spec import get_variant
+
+    path = Path(path or Path(__file__).resolve().parents[2] / PUBLISHED)
+    runs, skipped = [], []
+    for r in csv.DictReader(path.open(newline="")):
+        fmt = PUBLISHED_FORMATS.get(r["format"], r["format"])
+        why = ("no g4sim engine for " + r["engine"] if r["engine"] not in ENGINES else
+               "no g4sim profile for " + r["device"] if not r["device_profile"] else
+               f"format {r['format']} is not one g4sim prices" if fmt not in QUANT_FORMATS else
+               f"speculative decoding ({r['speculative']})" if r["speculative"] not in ("", "none") else None)
+        if why is None:
+            device = get_profile(r["device_profile"])
+            cls = backend_class(device.kind, device.vendor)
+            if r["backend"] != cls.split("-")[0] and r["backend"] != cls:
+                why = f"backend {r['backend']} is not what g4sim runs {r['engine']} on there ({cls})"
+        if why:
+            skipped.append((r["id"], why))
+            continue
+        settings = {}
+        if r["engine"] in ("llamacpp", "ollama") and r["micro_batch"]:
+            settings["n_ubatch"] = int(r["micro_batch"])
+        if r["engine"] == "llamacpp" and r["flash_attn"] in ("true", "false"):
+            settings["flash_attn"] = r["flash_attn"] == "true"
+        try:
+            engine = get_engine(r["engine"], **settings)
+        except EngineError as exc:
+            skipped.append((r["id"], str(exc)))
+            continue
+        batch, gpus = int(r["concurrency"] or 1), int(r["gpus"] or 1) or 1
+        prompt, gen, depth = int(r["prompt_tokens"] or 0), int(r["gen_tokens"] or 128), int(r["depth_tokens"] or 0)
+        # llama-bench's tg runs start from the depth alone; a served request decodes after its prompt
+        decode_ctx = depth + gen // 2 + (0 if r["engine"] == "llamacpp" else prompt)
+        w = Workload(get_variant(r["model"]), prompt or decode_ctx, batch, fmt,
+                     "fp16" if r["engine"] in ("llamacpp", "ollama") else "bf16")
+        prefill = float(r["prefill_tokens_per_s"]) if r["prefill_tokens_per_s"] and prompt else None
+        decode = float(r["decode_tokens_per_s"]) if r["decode_tokens_per_s"] else None
+        per_request = "per-request" in r["notes"] or "per user" in r["notes"] and "aggregate" not in r["notes"]
+        step = (1 / decode if per_request else batch / decode) if decode else None
+        sr = speed_row(engine, w, device, prefill_s=batch * prompt / prefill if prefill else None, decode_step_s=step,
+                       split=r["split"], label=r["id"], source=r["source_url"], decode_ctx=decode_ctx)
+        runs.append(Run(sr, engine, w, device, decode_ctx, f"{engine.name}/{cls}", gpus))
+    return runs, skipped
+
+
+def predicted_seconds(run: Run, terms) -> tuple[float, float]:
+    """(prefill seconds, decode-step seconds) that ``predict`` gives for the run under ``terms``."""
+    from dataclasses import replace
+
+    from g4sim.evaluation.speed import predict
+
+    p = predict(run.engine, run.workload, run.device, run.gpus, terms=terms)
+    d = predict(run.engine, replace(run.workload, ctx=run.decode_ctx), run.device, run.gpus, terms=terms)
+    return p.prefill_seconds, d.decode_step_seconds
+
+
+def score(runs: list[Run], terms) -> list[dict]:
+    """Every run's predicted vs measured speed (tokens/s error = measured seconds / predicted seconds - 1)."""
+    out = []
+    for run in runs:
+        p_s, d_s = predicted_seconds(run, terms)
+        r = run.row
+        w = run.workload
+        for phase, measured, predicted, tokens in (("prefill", r.prefill_s, p_s, w.batch * w.ctx),
+                                                   ("decode", r.decode_step_s, d_s, w.batch)):
+            if measured:
+                out.append({"label": r.label, "class": run.key, "phase": phase, "split": r.split, "tokens": tokens,
+                            "source": r.source, "measured_s": measured, "predicted_s": predicted,
+                            "error": measured / predicted - 1})  # error of tokens/s: rate = 1 / seconds
+    return out
+
+
+def bands_by_split(scored: list[dict]) -> dict[str, dict[str, dict]]:
+    """split -> phase -> band."""
+    out: dict[str, dict[str, dict]] = {}
+    for split in ("calibration", "held-out"):
+        out[split] = {phase: band([s["error"] for s in scored if s["split"] == split and s["phase"] == phase])
+                      for phase in PHASES}
+    return out
+
+
+def fit_runs(runs: list[Run], key: str, provenance: str) -> tuple[dict, list[dict]]:
+    """Fit one class on its calibration runs, score every run through ``predict``; (YAML entry, scored rows)."""
+    from g4sim.evaluation.speed import engine_speed
+
+    mine = [r for r in runs if r.key == key]
+    rows = [r.row for r in mine]
+    entry = terms_from_fit(key, fit_phase(rows, "prefill"), fit_phase(rows, "decode"), provenance)
+    scored = score(mine, engine_speed(key, entry))
+    bands = bands_by_split(scored)
+    entry["bands"] = bands["held-out"]
+    entry["in_sample"] = bands["calibration"]
+    return entry, scored
+
+
+def calibrate(runs: list[Run], provenance: str) -> tuple[dict[str, dict], list[dict]]:
+    """Fit every class the runs cover that has calibration rows; (class -> YAML entry, scored rows)."""
+    entries, scored = {}, []
+    for key in sorted({r.key for r in runs}):
+        if not any(r.key == key and r.row.split == "calibration" for r in runs):
+            continue
+        entries[key], rows = fit_runs(runs, key, provenance)
+        scored += rows
+    return entries, scored
+
+
+def write_classes(entries: dict[str, dict], path=None) -> object:
+    """Merge fitted classes into speed_classes.yaml (other classes kept), atomically."""
+    from pathlib import Path
+
+    import yaml
+
+    from g4sim.evaluation.speed import SPEED_CLASSES, speed_classes
+    from g4sim.files import atomic
+
+    path = Path(path or SPEED_CLASSES)
+    data = yaml.safe_load(path.read_text()) if path.exists() else {}
+    data = {**(data or {}), **entries}
+    header = ("# Speed terms per engine/backend class (g4sim/evaluation/speed.py EngineSpeed), written by\n"
+              "# `g4sim calibrate --engine ... --write` / `--published --write` (g4sim/measure/speedfit.py).\n"
+              "# bands: held-out |error| of tokens/s (median, p90, n); in_sample: the same on the calibration rows.\n")
+    with atomic(path) as tmp, open(tmp, "w") as f:
+        f.write(header)
+        yaml.safe_dump(dict(sorted(data.items())), f, sort_keys=False, width=120)
+    speed_classes.cache_clear()
+    return path
+
+
+def validate_shipped(runs: list[Run]) -> tuple[list[dict], dict[str, dict[str, dict[str, dict]]]]:
+    """Score runs with the shipped terms through ``predict``: (scored rows, class -> split -> phase -> band)."""
+    from g4sim.evaluation.speed import speed_classes
+
+    shipped = speed_classes()
+    scored = score([r for r in runs if r.key in shipped], None)
+    return scored, {key: bands_by_split([s for s in scored if s["class"] == key])
+                    for key in sorted({s["class"] for s in scored})}
