@@ -21,7 +21,7 @@ COLUMNS = [
     "id", "engine", "engine_version", "backend", "device", "device_profile", "model", "format", "kv_dtype",
     "depth_tokens", "prompt_tokens", "gen_tokens", "micro_batch", "concurrency", "threads", "gpus", "flash_attn",
     "prefill_tokens_per_s", "decode_tokens_per_s", "speculative", "source_url", "source_date", "source_kind",
-    "quote", "split", "notes",
+    "quote", "split", "notes", "decode_metric",
 ]
 ENGINES = {"llamacpp", "vllm", "ollama", "litert-lm", "mlx", "transformers", "lmstudio", "other"}
 MODELS = {"e2b", "e4b", "26b-a4b", "31b"}
@@ -164,6 +164,7 @@ def test_required_fields(rows):
         assert r["quote"].strip() and len(r["quote"]) <= 200, rid
         assert r["speculative"].strip(), rid
         assert r["split"] in SPLITS, rid
+        assert r["decode_metric"] in ("decode", "end-to-end"), rid
         pre, dec = _num(r["prefill_tokens_per_s"]), _num(r["decode_tokens_per_s"])
         assert (pre or 0) > 0 or (dec or 0) > 0, rid
         for v in (pre, dec):

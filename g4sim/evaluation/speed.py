@@ -142,13 +142,13 @@ class EngineSpeed:
     provenance: str
     bands: tuple[tuple[str, dict], ...] = ()  # phase -> {"median", "p90", "n"} of held-out |error|
 
-    def fraction(self, which: str, family: str) -> float:
+    def fraction(self, which: str, family: str) -> float | None:
         """A format family's fitted fraction; else the pooled families' ("*", those with few rows); else the
-        geometric mean of the fitted ones."""
+        geometric mean of the fitted ones; None when the phase had no rows to fit."""
         table = dict(self.prefill_compute if which == "prefill" else self.decode_bandwidth)
         if family in table or "*" in table:
             return table.get(family, table.get("*"))
-        return math.exp(sum(math.log(v) for v in table.values()) / len(table))
+        return math.exp(sum(math.log(v) for v in table.values()) / len(table)) if table else None
 
 
 def format_family(quant: str) -> str:
@@ -229,8 +229,9 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
     prefill_steps = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))  # forward passes over the prompt
     terms = terms or speed_classes().get(speed_class_of(engine, device))
     if terms is not None:
-        family = format_family(w.quant)
-        eff_p, eff_d = terms.fraction("prefill", family), terms.fraction("decode", family)
+        family, (profile_p, profile_d, _) = format_family(w.quant), efficiencies(device, dtype)
+        eff_p = terms.fraction("prefill", family) or profile_p  # a phase no row fitted keeps the profile's
+        eff_d = terms.fraction("decode", family) or profile_d
         prefill_s = (max((p_flop / eff_p + expert_per_row * terms.expert_rows_at_peak) / peak, p_bytes / (bw * eff_d))
                      + prefill_seconds_fixed(prefill_steps, t.num_layers, terms.prefill_layer_seconds))
         fixed_step = t.num_layers * terms.decode_layer_seconds

@@ -43,10 +43,13 @@ class SpeedRow:
     decode_bytes: float
     prefill_s: float | None  # measured / published seconds of the prefill; None when not reported
     decode_step_s: float | None  # seconds of one decode step (all sequences)
+    # > 0: the decode figure is end to end (generated tokens over the whole request, prefill included, as
+    # `vllm bench serve`'s output throughput), for this many generated tokens per request
+    end_to_end_gen: int = 0
 
 
 def speed_row(engine, w, device, *, prefill_s: float | None, decode_step_s: float | None, split: str, label: str,
-              source: str, decode_ctx: int | None = None) -> SpeedRow:
+              source: str, decode_ctx: int | None = None, end_to_end_gen: int = 0) -> SpeedRow:
     """The work of ``w`` under ``engine`` on ``device``, beside measured seconds (decode at ``decode_ctx``)."""
     from dataclasses import replace
 
@@ -58,10 +61,12 @@ def speed_row(engine, w, device, *, prefill_s: float | None, decode_step_s: floa
     passes = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))
     return SpeedRow(label, source, split, format_family(w.quant), w.spec.text.num_layers, passes,
                     device.flops(compute_dtype(w.quant)), device.memory_bandwidth_bytes_per_s, p_flop, expert_per_row,
-                    d_bytes, prefill_s, decode_step_s)
+                    d_bytes, prefill_s, decode_step_s, end_to_end_gen)
 
 
 MIN_FAMILY_ROWS = 3  # a format family gets its own fraction from this many calibration rows; fewer pool as "*"
+MIN_FIXED_ROWS = 4  # the fixed per-layer and expert terms are fitted only from this many rows (else 0: the
+# roofline terms alone, one pooled fraction, so two rows never fit three unknowns)
 
 
 def _work_s(r: SpeedRow, phase: str) -> float:
@@ -69,27 +74,20 @@ def _work_s(r: SpeedRow, phase: str) -> float:
     return r.prefill_flop / r.peak_flop_per_s if phase == "prefill" else r.decode_bytes / r.bandwidth_bytes_per_s
 
 
-def _design(rows: list[SpeedRow], phase: str, families: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Columns of the linear model of the seconds above the roofline: per family the roofline seconds again
-    (its coefficient is 1 / fraction - 1, so a fraction never exceeds 1), then the fixed and expert terms."""
-    cols, names = [], []
+def _features(r: SpeedRow, phase: str, families: list[str], fixed: bool) -> tuple[list[float], list[str]]:
+    """One row's coefficients of one phase's unknowns: per family the roofline seconds again (its unknown is
+    1 / fraction - 1, so a fraction never exceeds 1), then the fixed per-layer and (prefill) expert terms."""
+    values, names = [], []
     for fam in families:
-        cols.append([_work_s(r, phase) if _family_key(r.family, families) == fam else 0.0 for r in rows])
-        names.append(fam)
-    if phase == "prefill":
-        cols.append([r.passes * r.layers for r in rows])
-        names.append("layer_seconds")
-        if any(r.expert_flop_per_row for r in rows):
-            cols.append([r.expert_flop_per_row / r.peak_flop_per_s for r in rows])
-            names.append("expert_rows_at_peak")
-    else:
-        cols.append([r.layers for r in rows])
-        names.append("layer_seconds")
-    return np.array(cols, dtype=float).T, names
-
-
-def _family_key(family: str, fitted: list[str]) -> str:
-    return family if family in fitted else "*"
+        values.append(_work_s(r, phase) if (r.family if r.family in families else "*") == fam else 0.0)
+        names.append(f"{phase}:{fam}")
+    if fixed:
+        values.append(r.passes * r.layers if phase == "prefill" else r.layers)
+        names.append(f"{phase}:layer_seconds")
+        if phase == "prefill":
+            values.append(r.expert_flop_per_row / r.peak_flop_per_s)
+            names.append("prefill:expert_rows_at_peak")
+    return values, names
 
 
 def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -107,24 +105,52 @@ def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return best
 
 
-def _measured(r: SpeedRow, phase: str) -> float | None:
-    return r.prefill_s if phase == "prefill" else r.decode_step_s
-
-
-def fit_phase(rows: list[SpeedRow], phase: str) -> dict[str, float]:
-    """Fitted terms of one phase: per format family the achieved fraction (at most 1), and the fixed terms."""
-    measured = [r for r in rows if r.split == "calibration" and _measured(r, phase)]
-    if not measured:
-        return {}
-    counts = {f: sum(r.family == f for r in measured) for f in {r.family for r in measured}}
-    families = sorted(f for f, n in counts.items() if n >= MIN_FAMILY_ROWS)
-    if any(n < MIN_FAMILY_ROWS for n in counts.values()):
+def _plan(rows: list[SpeedRow], phase: str) -> tuple[list[str], bool]:
+    """(families with their own unknown, "*" pooling the rest; whether the fixed terms are fitted) of a phase."""
+    if not rows:
+        return [], False
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.family] = counts.get(r.family, 0) + 1
+    fixed = len(rows) >= MIN_FIXED_ROWS
+    families = sorted(f for f, n in counts.items() if n >= MIN_FAMILY_ROWS and fixed)
+    if sum(counts[f] for f in families) < len(rows):  # rows of families too thin to stand alone
         families.append("*")
-    a, names = _design(measured, phase, families)
-    t = np.array([_measured(r, phase) for r in measured])
-    roof = np.array([_work_s(r, phase) for r in measured])
-    x = nonnegative_lstsq(a / t[:, None], (t - roof) / t)  # relative error: each row divided by its time
-    return {name: (1.0 / (1.0 + v) if name in families else float(v)) for name, v in zip(names, x)}
+    return families, fixed
+
+
+def fit_class(rows: list[SpeedRow]) -> tuple[dict[str, float], dict[str, float]]:
+    """Both phases' terms in one least squares over the calibration rows (an end-to-end decode figure holds its
+    prompt's prefill, so it constrains both): (prefill terms, decode terms), fractions at most 1."""
+    calib = [r for r in rows if r.split == "calibration"]
+    pre_rows = [r for r in calib if r.prefill_s or (r.end_to_end_gen and r.decode_step_s)]
+    dec_rows = [r for r in calib if r.decode_step_s]
+    (pre_fams, pre_fixed), (dec_fams, dec_fixed) = _plan(pre_rows, "prefill"), _plan(dec_rows, "decode")
+    eqs, rhs, names = [], [], []
+    for r in calib:
+        for phase, t in (("prefill", r.prefill_s), ("decode", r.decode_step_s)):
+            if not t:
+                continue
+            p_val, p_names = _features(r, "prefill", pre_fams, pre_fixed)
+            d_val, d_names = _features(r, "decode", dec_fams, dec_fixed)
+            names = p_names + d_names
+            if phase == "prefill":
+                row, roof = p_val + [0.0] * len(d_val), _work_s(r, "prefill")
+            else:
+                share = 1 / r.end_to_end_gen if r.end_to_end_gen else 0.0
+                row = [v * share for v in p_val] + d_val
+                roof = _work_s(r, "decode") + share * _work_s(r, "prefill")
+            eqs.append([v / t for v in row])  # relative error: each row divided by its time
+            rhs.append((t - roof) / t)
+    if not eqs:
+        return {}, {}
+    x = nonnegative_lstsq(np.array(eqs), np.array(rhs))
+    out: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    for name, v in zip(names, x):
+        phase, term = name.split(":")
+        fams = pre_fams if phase == "prefill" else dec_fams
+        out[phase == "decode"][term] = 1.0 / (1.0 + v) if term in fams else float(v)
+    return out
 
 
 def terms_from_fit(key: str, prefill: dict[str, float], decode: dict[str, float], provenance: str) -> dict:
@@ -251,7 +277,8 @@ def published_runs(path=None) -> tuple[list[Run], list[tuple[str, str]]]:
         per_request = "per-request" in r["notes"] or "per user" in r["notes"] and "aggregate" not in r["notes"]
         step = (1 / decode if per_request else batch / decode) if decode else None
         sr = speed_row(engine, w, device, prefill_s=batch * prompt / prefill if prefill else None, decode_step_s=step,
-                       split=r["split"], label=r["id"], source=r["source_url"], decode_ctx=decode_ctx)
+                       split=r["split"], label=r["id"], source=r["source_url"], decode_ctx=decode_ctx,
+                       end_to_end_gen=gen if r["decode_metric"] == "end-to-end" and prompt else 0)
         runs.append(Run(sr, engine, w, device, decode_ctx, f"{engine.name}/{cls}", gpus))
     return runs, skipped
 
@@ -264,7 +291,9 @@ def predicted_seconds(run: Run, terms) -> tuple[float, float]:
 
     p = predict(run.engine, run.workload, run.device, run.gpus, terms=terms)
     d = predict(run.engine, replace(run.workload, ctx=run.decode_ctx), run.device, run.gpus, terms=terms)
-    return p.prefill_seconds, d.decode_step_seconds
+    gen = run.row.end_to_end_gen
+    step = d.decode_step_seconds + (p.prefill_seconds / gen if gen else 0.0)
+    return p.prefill_seconds, step
 
 
 def score(runs: list[Run], terms) -> list[dict]:
@@ -297,8 +326,8 @@ def fit_runs(runs: list[Run], key: str, provenance: str) -> tuple[dict, list[dic
     from g4sim.evaluation.speed import engine_speed
 
     mine = [r for r in runs if r.key == key]
-    rows = [r.row for r in mine]
-    entry = terms_from_fit(key, fit_phase(rows, "prefill"), fit_phase(rows, "decode"), provenance)
+    prefill, decode = fit_class([r.row for r in mine])
+    entry = terms_from_fit(key, prefill, decode, provenance)
     scored = score(mine, engine_speed(key, entry))
     bands = bands_by_split(scored)
     entry["bands"] = bands["held-out"]
