@@ -15,6 +15,15 @@ kind of figure it is and where it comes from:
 - ``calibrated``: fitted by ``g4sim calibrate`` from this project's measurements (efficiencies only);
 - ``assumed``: an estimate or default with no measurement behind it (what it rests on is said).
 
+Where the device's CPU runs llama.cpp (CPUs, Apple silicon, Jetson, phones, the Raspberry Pi), ``cpu_features`` names
+the CPU feature set ggml-cpu is built for (one of ``CPU_FEATURE_SETS``), with its own kind and source: llama.cpp's
+CPU weight repacking depends on it, and the llama.cpp engine takes its default from it.
+
+A profile may also be a file the user brings: ``--gpu ./my-device.yaml`` (``get_profile`` with a path), or any
+directory listed in G4SIM_HARDWARE_DIR.  Such a file is validated like a shipped one, except that it need not cite:
+a figure it gives no provenance for is ``assumed`` with the source "user file <path>" (``load_profile(...,
+user_file=True)``); docs/hardware-profile.md documents every field.
+
 No torch import.
 """
 
@@ -39,6 +48,20 @@ ALIASES = {"4090": "rtx4090", "3090": "rtx3090", "5090": "rtx5090", "4080": "rtx
 
 class ProfileError(ValueError):
     """A malformed profile file, or an unknown profile name."""
+
+
+# The CPU feature sets that decide which weights llama.cpp's CPU backend repacks (ggml-cpu/repack.cpp
+# ggml_repack_get_optimal_repack_type tests ggml_cpu_has_avx2 / _avx512 / _neon / _dotprod / _matmul_int8 / _sve, all
+# compile-time: what the build was compiled for, GGML_NATIVE's default being this CPU's own).  The llama.cpp engine
+# keeps the repack rule of each (g4sim/engines/llamacpp.py CPU_FEATURES, the same keys).
+CPU_FEATURE_SETS: dict[str, str] = {
+    "x86-avx2": "x86-64 built with AVX2 and without AVX-512F",
+    "x86-avx512": "x86-64 built with AVX-512F (no AMX)",
+    "x86-amx": "x86-64 built with AVX-512 and AMX-INT8 (Intel Xeon, Sapphire Rapids and later)",
+    "arm-dotprod": "AArch64 NEON with the dot-product extension (FEAT_DotProd), without int8 matrix multiply",
+    "arm-i8mm": "AArch64 NEON with dot product and int8 matrix multiply (FEAT_I8MM), without 256-bit SVE",
+    "none": "no repack kernels (a CPU or build without any of the above)",
+}
 
 
 @dataclass(frozen=True)
@@ -131,7 +154,13 @@ class HardwareProfile:
     notes: str = ""
     # every numeric figure's kind and source, by dotted field path (``peak_flops.bf16``); see ``numeric_fields``
     provenance: dict[str, FieldSource] = field(default_factory=dict)
+    # the CPU feature set llama.cpp's CPU backend is built for (CPU_FEATURE_SETS; None: the profile does not say),
+    # and that figure's kind and source
+    cpu_features: str | None = None
+    cpu_features_source: FieldSource | None = None
     path: str = field(default="", compare=False)
+    user_file: bool = field(default=False, compare=False)  # a file the user brought (--gpu FILE, G4SIM_HARDWARE_DIR)
+    uncited: tuple[str, ...] = field(default=(), compare=False)  # a user file's figures without provenance: assumed
 
     def kind_of(self, field: str) -> str:
         """The kind of figure ``field`` (a dotted path such as ``peak_flops.bf16``) is: one of ``PROVENANCE_KINDS``."""
@@ -183,7 +212,7 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "memory_type": str, "interconnect": (dict, type(None)), "host_link": (dict, type(None)), "usable_memory_fraction": (int, float),
-    "published": list, "notes": str,
+    "published": list, "notes": str, "cpu_features": (dict, str),
 }
 RESERVE_FIGURES = ("driver_bytes", "display_bytes", "os_bytes")
 PROVENANCE_KINDS = ("datasheet", "derived", "measured", "calibrated", "assumed")
@@ -193,13 +222,35 @@ _RETIRED = {"reserved_memory_bytes": "replaced by the cited 'reserved' block (dr
                                      "sources)"}
 
 
+_UNITS = {"memory_bytes": "bytes", "memory_bandwidth_bytes_per_s": "bytes/s", "peak_flops": "FLOP/s, dense",
+          _LINK_FIGURE: "bytes/s in one direction", "prefill_tokens_per_s": "tokens/s", "decode_tokens_per_s": "tokens/s"}
+_YAML_FLOAT_HINT = "YAML reads 1e12 (no decimal point, no exponent sign) as text: write 1.0e+12 or 1000000000000"
+
+
 def _fail(path: Path, fieldname: str, why: str) -> ProfileError:
     return ProfileError(f"{path.name}: field '{fieldname}' {why}")
 
 
+def _got(value: Any) -> str:
+    """``value`` as an error quotes it, with the hint for a number YAML read as text (``1e12``)."""
+    if isinstance(value, str):
+        try:
+            float(value.replace("_", ""))
+        except ValueError:
+            pass
+        else:
+            return f"{value!r} ({_YAML_FLOAT_HINT})"
+    return repr(value)
+
+
+def _unit(fieldname: str) -> str:
+    unit = _UNITS.get(fieldname.split(".")[-1]) or _UNITS.get(fieldname.split(".")[0])
+    return f" of {unit}" if unit else ""
+
+
 def _positive(path: Path, fieldname: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise _fail(path, fieldname, f"must be a positive number, got {value!r}")
+        raise _fail(path, fieldname, f"must be a positive number{_unit(fieldname)}, got {_got(value)}")
     return value
 
 
@@ -221,10 +272,40 @@ def _link(path: Path, key: str, ic: Any) -> Interconnect | None:
     return Interconnect(ic["name"], float(bw), ic["source"])
 
 
-def parse_profile(data: Any, path: Path) -> HardwareProfile:
-    """Validate one profile mapping; errors name the file and the field."""
+def user_source(path: Path) -> str:
+    """The source a user file's uncited figures get."""
+    return f"user file {path}"
+
+
+def _user_defaults(data: dict, path: Path) -> dict:
+    """A user file's mapping with what it may leave out filled in: the sources, the efficiencies' and the reserve's
+    citations, and an empty provenance block (each figure without an entry is then ``assumed``, see
+    ``_parse_provenance``).  Only what is absent is filled: a field given is validated as written."""
+    data = dict(data)
+    data.setdefault("sources", [user_source(path)])
+    data.setdefault("provenance", {})
+    if isinstance(data.get("efficiency"), dict):
+        data["efficiency"] = {"provenance": f"{user_source(path)}: uncalibrated", **data["efficiency"]}
+    if isinstance(data.get("reserved"), dict) and data["reserved"].get("sources") is None:
+        data["reserved"] = {**data["reserved"], "sources": [user_source(path)]}
+    for link in ("interconnect", "host_link"):
+        if isinstance(data.get(link), dict) and "source" not in data[link]:
+            data[link] = {**data[link], "source": user_source(path)}
+    return data
+
+
+def parse_profile(data: Any, path: Path, user_file: bool = False) -> HardwareProfile:
+    """Validate one profile mapping; errors name the file and the field.
+
+    ``user_file``: a file the user brought, which need not cite (``_user_defaults``): every figure it gives no
+    provenance for is ``assumed``, its source "user file <path>"."""
+    if data is None:
+        raise ProfileError(f"{path.name}: the file is empty; a hardware profile is a YAML mapping of fields "
+                           "(docs/hardware-profile.md)")
     if not isinstance(data, dict):
         raise ProfileError(f"{path.name}: expected a mapping of fields, got {type(data).__name__}")
+    if user_file:
+        data = _user_defaults(data, path)
     # unknown fields first, so a file still written with a retired field is told what replaced it
     unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
@@ -232,12 +313,14 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
         raise _fail(path, unknown[0], f"is not a profile field{hint}; valid: {', '.join([*_REQUIRED, *_OPTIONAL])}")
     for key, typ in _REQUIRED.items():
         if key not in data:
-            raise _fail(path, key, "is missing")
+            raise _fail(path, key, "is missing" + (f" ({_unit(key)[4:]})" if _unit(key) else ""))
         if isinstance(data[key], bool) and typ is not bool or not isinstance(data[key], typ):
-            raise _fail(path, key, f"must be {getattr(typ, '__name__', typ)}, got {data[key]!r}")
+            what = {(int, float): "a number", int: "a whole number", str: "text", bool: "true or false",
+                    dict: "a mapping", list: "a list"}.get(typ, getattr(typ, "__name__", typ))
+            raise _fail(path, key, f"must be {what}{_unit(key)}, got {_got(data[key])}")
     for key, typ in _OPTIONAL.items():
         if key in data and not isinstance(data[key], typ):
-            raise _fail(path, key, f"has the wrong type: {data[key]!r}")
+            raise _fail(path, key, f"has the wrong type: {_got(data[key])}")
     if data["kind"] not in KINDS:
         raise _fail(path, "kind", f"is {data['kind']!r}; valid: {', '.join(KINDS)}")
     if data["name"] != path.stem:
@@ -280,7 +363,14 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
     reserve = _parse_reserve(data["reserved"], int(data["memory_bytes"]), path)
     interconnect = _link(path, "interconnect", data.get("interconnect"))
     host_link = _link(path, "host_link", data.get("host_link"))
-    provenance = _parse_provenance(data["provenance"], numeric_fields(data), path)
+    provenance = _parse_provenance(data["provenance"], numeric_fields(data), path,
+                                   FieldSource("assumed", f"{user_source(path)} (no provenance given)") if user_file
+                                   else None)
+    cpu_features, cpu_source = _parse_cpu_features(data.get("cpu_features"), path, user_file)
+    uncited = []
+    if user_file:  # what the user's file gives no provenance for (the plan says these are assumed)
+        uncited = [k for k in numeric_fields(data) if k not in data["provenance"]]
+        uncited += ["cpu_features"] if cpu_features and not {"kind", "source"} & set(data["cpu_features"]) else []
     published = []
     for i, item in enumerate(data.get("published") or []):
         try:
@@ -303,8 +393,34 @@ def parse_profile(data: Any, path: Path) -> HardwareProfile:
                               by_dtype or None, float(half_rows)),
         sources=tuple(data["sources"]), reserve=reserve, memory_type=data.get("memory_type", ""),
         interconnect=interconnect, host_link=host_link, usable_memory_fraction=float(frac),
-        published=tuple(published), notes=data.get("notes", ""), provenance=provenance, path=str(path),
+        published=tuple(published), notes=data.get("notes", ""), provenance=provenance, cpu_features=cpu_features,
+        cpu_features_source=cpu_source, path=str(path), user_file=user_file, uncited=tuple(uncited),
     )
+
+
+def _parse_cpu_features(block: Any, path: Path, user_file: bool) -> tuple[str | None, FieldSource | None]:
+    """``cpu_features: {set, kind, source}``: the CPU feature set llama.cpp is built for, and where that comes from
+    (a user file may leave out both kind and source: then ``assumed``, "user file <path>")."""
+    if block is None:
+        return None, None
+    valid = ", ".join(CPU_FEATURE_SETS)
+    if isinstance(block, str):
+        raise _fail(path, "cpu_features", f"must be a mapping: set: {block}, kind: (datasheet, derived, measured or "
+                                          "assumed), source: (where it comes from)")
+    unknown = sorted(set(block) - {"set", "kind", "source"})
+    if unknown:
+        raise _fail(path, f"cpu_features.{unknown[0]}", "is not a cpu_features field; valid: set, kind, source")
+    if block.get("set") not in CPU_FEATURE_SETS:
+        raise _fail(path, "cpu_features.set", f"is {block.get('set')!r}; valid: {valid}")
+    if user_file and "kind" not in block and "source" not in block:  # like a figure with no provenance entry
+        return block["set"], FieldSource("assumed", f"{user_source(path)} (no provenance given)")
+    kind, source = block.get("kind"), block.get("source")
+    if kind not in PROVENANCE_KINDS or kind == "calibrated":
+        raise _fail(path, "cpu_features.kind", f"is {kind!r}; valid: datasheet, derived, measured, assumed")
+    if not isinstance(source, str) or not source.strip():
+        raise _fail(path, "cpu_features.source", f"must say where the feature set comes from (the core's manual, "
+                                                 f"/proc/cpuinfo, the build's system_info), got {source!r}")
+    return block["set"], FieldSource(kind, source)
 
 
 def numeric_fields(data: dict) -> list[str]:
@@ -331,8 +447,10 @@ def numeric_fields(data: dict) -> list[str]:
     return fields
 
 
-def _parse_provenance(block: Any, fields: list[str], path: Path) -> dict[str, FieldSource]:
-    """Validate ``provenance``: one {kind, source} per numeric figure, no more, no less, in ``fields`` order."""
+def _parse_provenance(block: Any, fields: list[str], path: Path,
+                      default: FieldSource | None = None) -> dict[str, FieldSource]:
+    """Validate ``provenance``: one {kind, source} per numeric figure, no more, no less, in ``fields`` order
+    (``default``: what a figure without an entry gets, in a user file; otherwise a missing entry is an error)."""
     if not isinstance(block, dict):
         raise _fail(path, "provenance", "must be a mapping of dotted field paths (e.g. peak_flops.bf16) to "
                                         f"{{kind, source}}, got {block!r}")
@@ -357,6 +475,9 @@ def _parse_provenance(block: Any, fields: list[str], path: Path) -> dict[str, Fi
                                                           f"was derived or measured, what an assumption rests on), "
                                                           f"got {source!r}")
     missing = [key for key in fields if key not in block]
+    if missing and default is not None:
+        return {key: FieldSource(block[key]["kind"], block[key]["source"]) if key in block else default
+                for key in fields}
     if missing:
         raise _fail(path, f"provenance.{missing[0]}", f"is missing: every numeric figure needs {{kind, source}} "
                                                       f"({len(missing)} of {len(fields)} lack one)")
@@ -391,17 +512,22 @@ def _parse_reserve(block: dict, memory_bytes: int, path: Path) -> Reserve:
 
 
 def read_yaml(path: Path, error: type[ValueError]):
-    """Safe-load a YAML file; a syntax error becomes ``error`` naming the file."""
+    """Safe-load a YAML file; a syntax error (or a file that is not text) becomes ``error`` naming the file."""
     try:
         # libyaml's safe loader when the wheel has it (same safe subset, ~10x faster: plan starts sooner)
         return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        raise error(f"{path.name}: not valid YAML ({exc.__class__.__name__})") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{path.name}: not valid YAML ({exc.__class__.__name__}{where})") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{path.name}: not valid YAML (not UTF-8 text)") from exc
 
 
-def load_profile(path: str | Path) -> HardwareProfile:
+def load_profile(path: str | Path, user_file: bool = False) -> HardwareProfile:
+    """One profile file (``user_file``: one the user brought, whose uncited figures are ``assumed``)."""
     p = Path(path)
-    return parse_profile(read_yaml(p, ProfileError), p)
+    return parse_profile(read_yaml(p, ProfileError), p, user_file)
 
 
 def profile_dirs() -> list[Path]:
@@ -415,13 +541,50 @@ def _load_all(dirs: tuple[Path, ...]) -> dict[str, HardwareProfile]:
     profiles: dict[str, HardwareProfile] = {}
     for d in dirs:
         for path in sorted(d.glob("*.yaml")):
-            prof = load_profile(path)
+            prof = load_profile(path, user_file=d != PROFILE_DIR)  # G4SIM_HARDWARE_DIR's are the user's files
             profiles[prof.name] = prof
     return profiles
 
 
+# Profiles loaded from files named on the command line (--gpu ./my-device.yaml), by name, for this process: so that
+# code that looks devices up by name (sweep's rows, a scenario) finds them.  A user file shadows a profile of its name.
+_USER_FILES: dict[str, HardwareProfile] = {}
+
+
 def load_profiles() -> dict[str, HardwareProfile]:
-    return _load_all(tuple(profile_dirs()))
+    profiles = _load_all(tuple(profile_dirs()))
+    return {**profiles, **_USER_FILES} if _USER_FILES else profiles
+
+
+def forget_user_files() -> None:
+    """Drop the profiles registered from files named on the command line (tests; a long-lived process)."""
+    _USER_FILES.clear()
+
+
+def _looks_like_path(text: str) -> bool:
+    """A profile file rather than a name: it has a folder separator or a .yaml / .yml suffix (names have neither)."""
+    seps = {"/", os.sep, os.altsep} - {None}
+    return any(sep in text for sep in seps) or text.lower().endswith((".yaml", ".yml")) or text.startswith("~")
+
+
+def load_user_file(text: str) -> HardwareProfile:
+    """The profile in the file ``text`` names (the user's own device), validated and registered under its name.
+
+    A folder is not a device: the error names the profile files in it."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        files = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".yaml", ".yml") and p.is_file())
+        choices = (f"its profile files: {', '.join(files)}; give one of them (e.g. {Path(text) / files[0]})"
+                   if files else "it holds no .yaml profile files")
+        raise ProfileError(f"{text} is a folder, not a device: {choices}, or list the folder in G4SIM_HARDWARE_DIR "
+                           "and name a profile")
+    if not path.is_file():
+        what = "does not exist" if not path.exists() else "is not a regular file"
+        raise ProfileError(f"hardware profile file {text} {what}; give a profile YAML file "
+                           "(docs/hardware-profile.md) or a profile name (see `g4sim gpus`)")
+    prof = load_profile(path.resolve(), user_file=True)
+    _USER_FILES[prof.name] = prof
+    return prof
 
 
 def suggest(name: str, choices: list[str]) -> str:
@@ -430,18 +593,30 @@ def suggest(name: str, choices: list[str]) -> str:
 
 
 def get_profile(name: str) -> HardwareProfile:
+    """A profile by name (or alias), or from the file a path names (``load_user_file``)."""
+    if _looks_like_path(name.strip()):
+        return load_user_file(name.strip())
     profiles = load_profiles()
     key = name.strip().lower()
     key = ALIASES.get(key, key)
     if key not in profiles:
+        if Path(name).is_dir():
+            return load_user_file(name)  # a folder: says it is not a device and names its files
         choices = sorted(profiles)
-        raise ProfileError(f"unknown GPU/device {name!r}{suggest(key, choices)}; valid: {', '.join(choices)}")
+        raise ProfileError(f"unknown GPU/device {name!r}{suggest(key, choices)}; valid: {', '.join(choices)}, "
+                           "or a profile file (./my-device.yaml)")
     return profiles[key]
 
 
 def parse_gpu_spec(text: str) -> tuple[HardwareProfile, int]:
-    """'h100-sxm:8' -> (profile, 8); 'rtx4090' -> (profile, 1)."""
-    name, _, count = text.partition(":")
+    """'h100-sxm:8' -> (profile, 8); 'rtx4090' -> (profile, 1); './my-gpu.yaml:2' -> (its profile, 2)."""
+    if _looks_like_path(text):  # a path may hold ':' itself: only a trailing ':N' of digits is a count
+        head, sep, tail = text.rpartition(":")
+        name, count = (head, tail) if sep and (tail.isdigit() or tail == "") else (text, "")
+        if sep and tail == "":
+            raise ProfileError(f"GPU count '' in {text!r} must be a whole number in 1..64")
+    else:
+        name, _, count = text.partition(":")
     if count and (not count.isdigit() or not 1 <= int(count) <= 64):
         raise ProfileError(f"GPU count {count!r} in {text!r} must be a whole number in 1..64")
     return get_profile(name), int(count or 1)

@@ -11,6 +11,7 @@ import typer
 from g4sim.cli.app import app, out
 from g4sim.cli.resolve import (
     resolve_context, resolve_engine_name, resolve_gpu, resolve_kv_dtype, resolve_margin, resolve_quant, resolve_spec,
+    user_device,
 )
 from g4sim.errors import UserError
 
@@ -108,7 +109,8 @@ def plan(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Plan exactly this HF checkpoint directory "
                                              "(config.json + safetensors; AWQ / GPTQ / FP8 / NVFP4 as it states)."),
     ctx: Optional[str] = typer.Option(None, "--ctx", "-c", help="Context per sequence: 8192, 32k, 256k (default 8k)."),
-    gpu: str = typer.Option("rtx4090", "--gpu", "-g", help="Hardware profile (see `g4sim gpus`); NAME:N for N of them."),
+    gpu: str = typer.Option("rtx4090", "--gpu", "-g", help="Hardware profile (see `g4sim gpus`) or your own profile "
+                            "file (./my-device.yaml, docs/hardware-profile.md); NAME:N or FILE:N for N of them."),
     gpus: Optional[int] = typer.Option(None, "--gpus", min=1, max=64, help="How many GPUs of --gpu."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Weight format (default: the smallest-loss one that "
                                         "fits with the margin): bf16, fp8, int4-g128, q4_k_m, ..."),
@@ -236,6 +238,8 @@ def plan(
         data = plan_to_dict(result)
         if file is not None:
             data["file"] = file.summary()
+        if user_device(device) is not None:
+            data["device_file"] = user_device(device)
         typer.echo(json.dumps(data, indent=2))
     else:
         from g4sim.outputs.render import render_plan
@@ -245,4 +249,6 @@ def plan(
             out.print(f"file {file.path}: {kind}, {file.label} (g4sim plans it as {file.format}), "
                       f"{len(file.tensors):,} tensors, {file.total_bytes:,} bytes of weights (`g4sim inspect` lists "
                       "them)", soft_wrap=True)
+        if user_device(device) is not None:
+            out.print(user_device(device)["note"], soft_wrap=True)
         render_plan(result, out)

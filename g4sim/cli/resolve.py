@@ -41,6 +41,7 @@ def resolve_context(text: str, spec, allow_beyond_max: bool) -> int:
 
 
 def resolve_device(name: str):
+    """A hardware profile by name, or from a profile file the user brings (a path: ./my-device.yaml)."""
     from g4sim.hardware import ProfileError, get_profile
 
     try:
@@ -49,8 +50,20 @@ def resolve_device(name: str):
         raise UserError(str(exc)) from exc
 
 
+def user_device(device) -> dict | None:
+    """Where a device from a user's file (--gpu FILE, G4SIM_HARDWARE_DIR) comes from, and which of its figures are
+    assumed for want of provenance; None for a shipped profile."""
+    if not device.user_file:
+        return None
+    assumed = list(device.uncited)
+    return {"path": device.path, "name": device.name, "assumed_without_provenance": assumed,
+            "note": f"device {device.name} from user file {device.path}"
+                    + (f" ({len(assumed)} figures without provenance, taken as assumed)" if assumed else "")}
+
+
 def resolve_gpu(text: str, gpus: int | None):
-    """--gpu NAME[:N] and --gpus N -> (profile, count); a conflict between the two is an error."""
+    """--gpu NAME[:N] or FILE[:N] (a profile file the user brings) and --gpus N -> (profile, count); a conflict
+    between the two is an error."""
     from g4sim.hardware import ProfileError, parse_gpu_spec
 
     try:

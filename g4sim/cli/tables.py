@@ -13,7 +13,7 @@ from rich.table import Table
 from g4sim.cli.app import app, err, out
 from g4sim.cli.resolve import (
     output_path, resolve_context, resolve_device, resolve_engine_name, resolve_kv_dtype, resolve_margin, resolve_quant, resolve_spec,
-    split_list,
+    split_list, user_device,
 )
 from g4sim.errors import UserError
 
@@ -21,7 +21,8 @@ from g4sim.errors import UserError
 @app.command()
 def sweep(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Comma-separated variants (default: all)."),
-    gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help="Comma-separated profiles (default: all)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help="Comma-separated profiles or profile files "
+                                      "(./my-device.yaml; default: all)."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Comma-separated formats (default: all)."),
     ctx: Optional[str] = typer.Option(None, "--ctx", "-c", help="Comma-separated contexts (default: 12 from 1k to 256k)."),
     kv_dtype: str = typer.Option("bf16", "--kv-dtype"),
@@ -39,7 +40,10 @@ def sweep(
     from g4sim.units import UnitError, parse_context_list
 
     models = tuple(resolve_spec(m, None).name for m in split_list(model)) or tuple(VARIANTS)
-    devices = tuple(resolve_device(g).name for g in split_list(gpu))
+    devices = tuple(resolve_device(g) for g in split_list(gpu))
+    for note in filter(None, map(user_device, devices)):
+        err.print(note["note"], soft_wrap=True)
+    devices = tuple(d.name for d in devices)
     quants = tuple(resolve_quant(q) for q in split_list(quant)) or tuple(QUANT_FORMATS)
     try:
         contexts = tuple(parse_context_list(ctx)) if ctx else DEFAULT_CONTEXTS
@@ -107,7 +111,8 @@ def check(
 def report(
     scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help="A scenario name (scenarios/*.yaml) or file."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Comma-separated variants."),
-    gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help="Comma-separated hardware profiles."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", "-g", help="Comma-separated hardware profiles or profile "
+                                      "files (./my-device.yaml)."),
     quant: str = typer.Option("bf16,q8_0,q4_k_m", "--quant", "-q", help="Comma-separated weight formats."),
     ctx: str = typer.Option("32k", "--ctx", "-c", help="Context for the verdicts and the fit matrix."),
     batch: int = typer.Option(1, "--batch", "-b", min=1, max=65536),
@@ -143,6 +148,8 @@ def report(
             raise UserError("give --scenario NAME, or --model and --gpu (comma-separated lists)")
         specs = tuple(resolve_spec(m, None) for m in split_list(model))
         devices = tuple(resolve_device(g) for g in split_list(gpu))
+        for note in filter(None, map(user_device, devices)):
+            err.print(note["note"], soft_wrap=True)
         req = ReportRequest(
             title=f"Gemma 4 capacity report: {', '.join(s.name for s in specs)}", models=specs, devices=devices,
             quants=tuple(resolve_quant(q) for q in split_list(quant)), ctx=resolve_context(ctx, specs[0], True),

@@ -234,6 +234,11 @@ class Engine:
         """This engine with the settings a workload fixes (e.g. llama.cpp's parallel slots = its batch)."""
         return self
 
+    def for_device(self, device) -> Engine:
+        """This engine with the defaults a device decides, where the user left them unset (e.g. llama.cpp's CPU
+        feature set, from the hardware profile's ``cpu_features``)."""
+        return self
+
     def settings(self) -> dict[str, Any]:
         """The user-facing settings and their values (JSON-ready)."""
         return {o.field: getattr(self, o.field) for o in self.options}

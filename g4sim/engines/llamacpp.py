@@ -68,6 +68,7 @@ _FILE_TYPE = {"q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K_M", "q5_0": "Q5_0"
               "q4_k_s": "Q4_K_S", "iq4_xs": "IQ4_XS", "q4_0": "Q4_0", "q3_k_m": "Q3_K_M", "q2_k": "Q2_K",
               "bf16": "BF16", "fp16": "F16", "fp32": "F32"}
 _CACHE_TYPE = {"bf16": "bf16", "fp16": "f16", "fp32": "f32", "q8_0": "q8_0", "q4_0": "q4_0"}
+DEFAULT_CPU_FEATURES = "x86-avx2"  # a device whose profile names no cpu_features (measured: this project's CI machine)
 
 
 def pad(n: int, to: int = CTX_PAD) -> int:
@@ -123,7 +124,8 @@ class LlamaCppEngine(Engine):
     repack: bool = True  # llama_model_params.use_extra_bufts (llama-server --repack, the default)
     # The CPU's features that decide which weights ggml-cpu repacks into extra buffers (CPU_FEATURES);
     # measured: x86-avx2 (this project's CI machine, a GGML_NATIVE=OFF build); the others from the source.
-    cpu_features: str = "x86-avx2"
+    # None: the device's (its profile's cpu_features, bound by for_device), else DEFAULT_CPU_FEATURES.
+    cpu_features: str | None = None
     # Logits rows the worst-case graph reserves: None = llama-server's (the -np slots: tools/server
     # server_output_limits, no draft model); 0 = the C API's default (n_batch: llama-cpp-python, llama-bench).
     n_outputs_max: int | None = None
@@ -136,7 +138,7 @@ class LlamaCppEngine(Engine):
         for flag, v in (("-ub", self.n_ubatch), ("-np", self.n_seq_max), ("-b", self.n_batch)):
             if v < 1:
                 raise EngineError(f"{flag} {v} must be a positive integer")
-        if self.cpu_features not in CPU_FEATURES:
+        if self.cpu_features is not None and self.cpu_features not in CPU_FEATURES:
             raise EngineError(f"cpu_features {self.cpu_features!r}; g4sim knows: {', '.join(CPU_FEATURES)}")
         if self.n_outputs_max is not None and self.n_outputs_max < 0:
             raise EngineError(f"n_outputs_max {self.n_outputs_max} must be 0 (n_batch) or more")
@@ -150,6 +152,12 @@ class LlamaCppEngine(Engine):
         if (self.n_seq_max, self.cache_type_k) == (w.batch, w.kv_dtype):
             return self
         return replace(self, n_seq_max=w.batch, cache_type_k=w.kv_dtype)
+
+    def for_device(self, device) -> LlamaCppEngine:
+        """The CPU feature set (which weights are repacked) is the device's, unless it was set."""
+        if self.cpu_features is not None or device.cpu_features is None:
+            return self
+        return replace(self, cpu_features=device.cpu_features)
 
     def micro_batch(self, n_ctx_total: int) -> int:
         """The micro-batch llama.cpp uses: llama_context clamps n_batch to the requested context (before it is
@@ -250,7 +258,8 @@ class LlamaCppEngine(Engine):
         if not self.repack:
             return []
         return [MemoryTerm(Component.REPACKED_WEIGHTS, n, Location.ACCELERATOR, note)
-                for n, note in _extra_buffers(w.spec, w.quant, self.cpu_features, w.file) if n]
+                for n, note in _extra_buffers(w.spec, w.quant, self.cpu_features or DEFAULT_CPU_FEATURES, w.file)
+                if n]
 
     def overhead_terms(self, terms, *, device_kind: str) -> list[MemoryTerm]:
         if device_kind != "gpu":
@@ -448,17 +457,20 @@ _ALIGN = 32  # the CPU buffer type's alignment (ggml-impl.h TENSOR_ALIGNMENT)
 class _Node:
     """A ggml tensor as ggml-alloc sees it: op, type, shape, strides, sources, view root, flags."""
 
-    __slots__ = ("op", "type", "ne", "nb", "src", "view_src", "ext", "output", "nbytes")
+    __slots__ = ("op", "type", "ne", "nb", "src", "view_src", "ext", "output", "size")
 
     def __init__(self, op: str, typ: int, ne: tuple[int, ...], src: tuple = (), nb: tuple[int, ...] | None = None,
                  view_src: _Node | None = None, ext: bool = False) -> None:
-        ne = tuple(ne) + (1,) * (4 - len(ne))
+        if len(ne) < 4:
+            ne += (1,) * (4 - len(ne))
         blk, ts = _TYPE_SIZE[typ]
         if nb is None:
-            nb = (ts, ts * (ne[0] // blk), ts * (ne[0] // blk) * ne[1], ts * (ne[0] // blk) * ne[1] * ne[2])
+            row = ts * (ne[0] // blk)
+            nb = (ts, row, row * ne[1], row * ne[1] * ne[2])
         self.op, self.type, self.ne, self.nb, self.src = op, typ, ne, nb, src
         self.view_src, self.ext, self.output = view_src, ext, False
-        self.nbytes = ne[0] * ne[1] * ne[2] * ne[3] * ts // blk
+        # the bytes ggml-alloc reserves: ggml_nbytes, aligned (ggml_backend_buft_get_alloc_size, aligned_offset)
+        self.size = -(-(ne[0] * ne[1] * ne[2] * ne[3] * ts // blk) // _ALIGN) * _ALIGN
 
 
 _EXT = _Node("NONE", _F32, (1,), ext=True)  # weights and KV caches: in their own buffers, never placed here
@@ -520,28 +532,34 @@ class _Graph:
     def __init__(self) -> None:
         self.nodes: list[_Node] = []
         self.leafs: list[_Node] = []
-        self._seen: set[int] = set()
+        self.starts: list[int] = []  # len(nodes) as each layer built begins, and after the last
+        self._seen: set[_Node] = set()
 
     def expand(self, t: _Node) -> None:
-        """ggml_build_forward_expand: sources depth first, left to right; a node after its sources."""
-        stack = [(t, False)]
-        while stack:
-            x, done = stack.pop()
-            if done:
-                (self.leafs if x.op == "NONE" else self.nodes).append(x)
-            elif id(x) not in self._seen:
-                self._seen.add(id(x))
-                stack.append((x, True))
-                stack.extend((s, False) for s in reversed(x.src))
+        """ggml_build_forward_expand: sources depth first, left to right; a node after its sources.  (The
+        recursion goes as deep as the nodes not yet expanded: the builder expands every layer.)"""
+        if t not in self._seen:
+            self._seen.add(t)
+            for s in t.src:
+                self.expand(s)
+            (self.leafs if t.op == "NONE" else self.nodes).append(t)
 
 
 def _input(typ: int, *ne: int) -> _Node:
     return _Node("NONE", typ, ne)
 
 
+@lru_cache(maxsize=64)
+def _layer_sigs(t: TextSpec) -> tuple[tuple[bool, int, int, bool, bool, int], ...]:
+    """All the reserve graph reads of each layer: (sliding, head dim, KV heads, KV-shared, k_eq_v, FFN width)."""
+    return tuple((t.is_sliding(i), t.head_dim_of(i), t.kv_heads(i), t.is_kv_shared(i), t.k_eq_v(i),
+                  t.mlp_intermediate(i)) for i in range(t.num_layers))
+
+
 def _reserve_graph(t: TextSpec, u: int, o: int, kv_full: int, kv_swa: int, fa: bool, k_type: int,
-                   v_type: int) -> _Graph:
-    """gemma4's graph for n_tokens = u, n_outputs = o, over caches of kv_full / kv_swa cells per stream.
+                   v_type: int, layers: range | tuple[int, ...]) -> _Graph:
+    """gemma4's graph for n_tokens = u, n_outputs = o, over caches of kv_full / kv_swa cells per stream, with
+    the decoder layers ``layers`` (all of them, or fewer for ``_shortcut``; tensor sizes stay the model's).
 
     Several sequences (streams) give tensors of the same bytes ([n_kv, u / n_stream, ., n_stream]), so one
     stream of u tokens places the same way (checked at 4 sequences, unified and not)."""
@@ -579,28 +597,30 @@ def _reserve_graph(t: TextSpec, u: int, o: int, kv_full: int, kv_swa: int, fa: b
         P = t.hidden_size_per_layer_input
         pp = _norm_mul(_reshape(_same("SCALE", _mm(P * L, inp_l)), P, L, u))
         ple_proj = _Node("CONT", _F32, (P, u, L), (_permute(_same("SCALE", _same("ADD", pp, ple)), (0, 2, 1, 3)),))
-    for il in range(L):
-        c = caches[t.is_sliding(il)]
-        hd, nh, nkv = t.head_dim_of(il), t.num_heads, t.kv_heads(il)
+    sigs, nh = _layer_sigs(t), t.num_heads
+    for il in layers:  # a layer's nodes are read by its own and the next layer's only (inp_l)
+        g.starts.append(len(g.nodes))
+        sliding, hd, nkv, shared, k_eq_v, n_ff = sigs[il]
+        c = caches[sliding]
         cur = _norm_mul(inp_l)
         q = _same("MUL", _same("RMS_NORM", _reshape(_mm(hd * nh, cur), hd, nh, u)), _EXT)
         q = _Node("ROPE", q.type, q.ne, (q, pos))
         k = v = None
-        if not t.is_kv_shared(il):
+        if not shared:
             k_mm = _mm(hd * nkv, cur)
-            v_mm = k_mm if t.k_eq_v(il) else _mm(hd * nkv, cur)  # no v_proj: V is K's projection
+            v_mm = k_mm if k_eq_v else _mm(hd * nkv, cur)  # no v_proj: V is K's projection
             k = _same("MUL", _same("RMS_NORM", _reshape(k_mm, hd, nkv, u)), _EXT)
             k = _Node("ROPE", k.type, k.ne, (k, pos))
             v = _same("RMS_NORM", _reshape(v_mm, hd, nkv, u))
         cur = _norm_mul(_attention(g, c, q, k, v, hd, nh, nkv, u, fa, k_type, v_max, h))
         attn_out = _same("ADD", cur, inp_l)
         if t.enable_moe_block:
-            mlp = _norm_mul(_ffn(_norm_mul(attn_out), t.mlp_intermediate(il), h))
+            mlp = _norm_mul(_ffn(_norm_mul(attn_out), n_ff, h))
             moe_in = _norm_mul(attn_out)
             router = _mm(t.num_experts, _same("MUL", _same("SCALE", _same("RMS_NORM", attn_out)), _EXT))
             cur = _same("ADD", mlp, _norm_mul(_moe(g, t, moe_in, router, u)))
         else:
-            cur = _ffn(_norm_mul(attn_out), t.mlp_intermediate(il), h)
+            cur = _ffn(_norm_mul(attn_out), n_ff, h)
         cur = _same("ADD", _norm_mul(cur), attn_out)
         if ple_proj is not None:
             P = t.hidden_size_per_layer_input
@@ -608,6 +628,7 @@ def _reserve_graph(t: TextSpec, u: int, o: int, kv_full: int, kv_swa: int, fa: b
             cur = _same("MUL", _same("UNARY", _mm(P, cur)), _view(ple_proj, (P, u), (4, 4 * P)))
             cur = _same("ADD", pe_in, _norm_mul(_mm(h, cur)))
         inp_l = _same("MUL", cur, _EXT)  # layer_output_scale
+    g.starts.append(len(g.nodes))
     cur = _same("MUL", _same("RMS_NORM", inp_l), _EXT)
     cur.output = True  # h_nextn
     cur = _Node("GET_ROWS", _F32, (h, o), (cur, out_ids))
@@ -694,8 +715,9 @@ def _pad_align(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
-def _place(g: _Graph) -> int:
-    """ggml_gallocr_alloc_graph_impl + ggml_dyn_tallocr on one CPU buffer: the buffer's size in bytes.
+def _place(g: _Graph, probes: frozenset[int] = frozenset()) -> tuple[int, dict[int, tuple]]:
+    """ggml_gallocr_alloc_graph_impl + ggml_dyn_tallocr on one CPU buffer: the buffer's size in bytes, and
+    the allocator's state (``state`` below) before each node whose index is in ``probes``.
 
     Inputs (leafs) first, then every node after its parents; a node may take over a parent's block when
     its op can run in place, the parent has no other consumer and the same layout; a tensor is freed
@@ -706,7 +728,6 @@ def _place(g: _Graph) -> int:
 
     def alloc(size: int) -> int:
         nonlocal top
-        size = _pad_align(size)
         best, best_size = len(blocks) - 1, None
         for i in range(len(blocks) - 1):
             s = blocks[i][1]
@@ -722,7 +743,6 @@ def _place(g: _Graph) -> int:
         return off
 
     def free(off: int, size: int) -> None:
-        size = _pad_align(size)
         for i, b in enumerate(blocks):
             if b[0] + b[1] == off:
                 b[1] += size
@@ -741,66 +761,169 @@ def _place(g: _Graph) -> int:
             j += 1
         blocks.insert(j, [off, size])
 
-    children: dict[int, int] = {}
-    views: dict[int, int] = {}
-    addr: dict[int, int] = {}
-    own: set[int] = set()  # ggml-alloc's hash_node.allocated
+    children: dict[_Node, int] = {}
+    views: dict[_Node, int] = {}
+    addr: dict[_Node, int] = {}
+    own: set[_Node] = set()  # ggml-alloc's hash_node.allocated
 
     def allocate(x: _Node) -> None:
-        if x.ext or x.view_src is not None or id(x) in addr:
+        """ggml_gallocr_allocate_node, once per leaf and node.  (ggml also calls it on a node's parents
+        first; here they are all placed by then: leafs come first, nodes after their sources.)"""
+        if x.ext or x.view_src is not None:
             return
         if x.op in _INPLACE:
             for p in x.src:
-                # ggml_gallocr_allocate_node: only a parent ggml-alloc placed itself (never a view: views are
-                # not "allocated"), not an output, same layout, with no other consumer and no view of it
-                if id(p) not in own or p.output or p.type != x.type or p.ne != x.ne or p.nb != x.nb:
-                    continue
-                if children[id(p)] == 1 and not views.get(id(p)):
-                    addr[id(x)] = addr[id(p)]
-                    own.discard(id(p))
-                    own.add(id(x))
-                    extra = _pad_align(p.nbytes) - _pad_align(x.nbytes)  # ggml_gallocr_free_extra_space
-                    if extra > 0:
-                        free(addr[id(x)] + _pad_align(x.nbytes), extra)
+                # only a parent ggml-alloc placed itself (never a view: views are not "allocated"), not an
+                # output, same layout, with no other consumer and no view of it
+                if p in own and not p.output and p.type == x.type and p.ne == x.ne and p.nb == x.nb \
+                        and children[p] == 1 and not views.get(p):
+                    addr[x] = addr[p]
+                    own.discard(p)
+                    own.add(x)
+                    if p.size > x.size:  # ggml_gallocr_free_extra_space
+                        free(addr[x] + x.size, p.size - x.size)
                     return
-        addr[id(x)] = alloc(x.nbytes)
-        own.add(id(x))
+        addr[x] = alloc(x.size)
+        own.add(x)
+
+    def state(at: int) -> tuple:
+        """(free blocks, {tensor: (index in nodes or None for a leaf, (owned, offset), (consumers left, views
+        left))} of every tensor placed so far that holds a block or is still read), before node ``at``."""
+        live = {}
+        for i, x in enumerate(g.leafs + g.nodes[:at]):
+            c, v, o = children.get(x, 0), views.get(x, 0), x in own
+            if c or v or o:
+                live[x] = (i - len(g.leafs) if i >= len(g.leafs) else None, (o, addr[x] if o else None), (c, v))
+        return tuple(map(tuple, blocks)), live
 
     for leaf in g.leafs:
         allocate(leaf)
     for n in g.nodes:
         if n.view_src is not None:
-            views[id(n.view_src)] = views.get(id(n.view_src), 0) + 1
+            views[n.view_src] = views.get(n.view_src, 0) + 1
         for s in n.src:
-            children[id(s)] = children.get(id(s), 0) + 1
-    for n in g.nodes:
-        for s in n.src:
-            allocate(s)
+            children[s] = children.get(s, 0) + 1
+    states = {}
+    for i, n in enumerate(g.nodes):
+        if i in probes:
+            states[i] = state(i)
         allocate(n)
         for p in n.src:
-            children[id(p)] -= 1
-            if children[id(p)] or views.get(id(p)):
+            children[p] -= 1
+            if children[p] or views.get(p):
                 continue
             if p.view_src is not None:
                 r = p.view_src
-                views[id(r)] -= 1
-                if not views[id(r)] and not children.get(id(r)) and id(r) in own and not r.output:
-                    free(addr[id(r)], r.nbytes)
-                    own.discard(id(r))
-            elif id(p) in own and not p.output:
-                free(addr[id(p)], p.nbytes)
-                own.discard(id(p))
-    return top
+                views[r] -= 1
+                if not views[r] and not children.get(r) and r in own and not r.output:
+                    free(addr[r], r.size)
+                    own.discard(r)
+            elif p in own and not p.output:
+                free(addr[p], p.size)
+                own.discard(p)
+    return top, states
 
 
-@lru_cache(maxsize=4096)  # plans and searches revisit the same shapes; a 60-layer graph places in ~10 ms
+# ---- placing fewer layers -------------------------------------------------------------------------
+#
+# Gemma 4 repeats its layers (5 sliding + 1 full, ...), and ggml-alloc, replaying the same nodes from the
+# same state, makes the same moves.  So a run of layers that repeats every q layers is placed with all but a
+# few periods of q layers left out, and that gives the whole graph's buffer whenever the allocator is seen
+# to come back to its state q layers later:
+#
+# * a layer's graph depends only on its ``_layer_sigs`` entry, and its nodes are read by that layer and the
+#   next only; the rest (inputs, ple_proj) is shared by all layers.  So within a periodic run, the nodes
+#   between two layer starts q layers apart (a period) are the same node for node -- except where a shared
+#   node is expanded for the first time, which adds nodes: the checked period must have as many nodes as
+#   the one after the cut;
+# * the state at a layer start: the free blocks, and each live tensor's block and consumers left.  Layer
+#   tensors are matched by their index from the layer start; a shared tensor (the same one at both starts)
+#   must hold the same block and, if still read, have consumers after the cut (then no period frees it or
+#   runs in place on it: ggml-alloc acts on a tensor only at its last consumer);
+# * if the state after the checked period is the state before it, every left-out period starts from it too
+#   and makes the same moves (by induction), up to the same high-water mark, and the layers after the cut
+#   start from it as they would in the whole graph.
+#
+# The state comes back after one layer pattern of p layers once the allocator settles, or after a few
+# when its blocks take turns (3 or 4 seen): q = p, 2p, 3p, 4p are tried in turn, then the whole graph.
+
+_MAX_PATTERN = 12  # the longest layer pattern looked for
+_WARM = 6  # layers placed before the checked period, for the allocator to settle (seen: up to 6)
+
+
+def _run_end(sigs: tuple, i: int, p: int) -> int:
+    """The end of the p-periodic run of layers from ``i``."""
+    e = min(i + p, len(sigs))
+    while e < len(sigs) and sigs[e] == sigs[e - p]:
+        e += 1
+    return e
+
+
+@lru_cache(maxsize=256)
+def _shortcut(sigs: tuple, m: int) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """The layers to place, and each cut as (position in them of the checked period's first layer, period
+    q = m layer patterns).  The checked period, after layer i (whose tail opens the first) and ``_WARM``
+    layers of a run from i, ends at the cut; whole periods follow until the run ends, the last one kept."""
+    keep: list[int] = []
+    cuts = []
+    i = 0
+    while i < len(sigs):
+        e, p = max((_run_end(sigs, i, p), -p) for p in range(1, _MAX_PATTERN + 1))  # longest, then shortest p
+        q = -p * m
+        cut = i + 1 + _WARM + q
+        left_out = (e - cut - q) // q * q
+        if left_out < q:
+            keep.append(i)
+            i += 1
+            continue
+        keep.extend(range(i, cut))
+        cuts.append((len(keep) - q, q))
+        i = cut + left_out
+    return tuple(keep), tuple(cuts)
+
+
+def _repeats(g: _Graph, states: dict[int, tuple], j: int, q: int) -> bool:
+    """Whether the period of q layers from position j of ``g.starts`` (ending at a cut) leaves the allocator
+    in the state it found it in, and has the nodes of the period after the cut."""
+    s = g.starts
+    a, b = s[j], s[j + q]
+    if b - a != s[j + 2 * q] - b:
+        return False
+    (blocks_a, live_a), (blocks_b, live_b) = states[a], states[b]
+    shared = live_a.keys() & live_b.keys()
+    for x in shared:
+        (_, held_a, left_a), (_, held_b, left_b) = live_a[x], live_b[x]
+        if held_a != held_b or any(left_a) and not any(left_b):
+            return False
+
+    def layer(live: dict, at: int) -> dict | None:  # by index from the layer start; None if an input is freed
+        out = {}
+        for x, (i, held, left) in live.items():
+            if x not in shared:
+                if i is None:
+                    return None
+                out[i - at] = (held, left)
+        return out
+
+    rest = layer(live_a, a)
+    return blocks_a == blocks_b and rest is not None and rest == layer(live_b, b)
+
+
+@lru_cache(maxsize=4096)  # plans and searches revisit the same shapes
 def compute_buffer_bytes(t: TextSpec, *, n_tokens: int, n_outputs: int, kv_full: int, kv_swa: int,
                          flash_attn: bool, k_type: str = "fp16", v_type: str = "fp16") -> int:
     """llama.cpp's CPU compute buffer (``sched_reserve: CPU compute buffer size``) for one worst-case
     micro-batch of ``n_tokens`` with ``n_outputs`` logits rows over ``kv_full`` / ``kv_swa`` cells per stream."""
-    g = _reserve_graph(t, n_tokens, n_outputs, kv_full, kv_swa, flash_attn, _GGML_CACHE_TYPE[k_type],
-                       _GGML_CACHE_TYPE[v_type])
-    return _place(g)
+    args = (t, n_tokens, n_outputs, kv_full, kv_swa, flash_attn, _GGML_CACHE_TYPE[k_type], _GGML_CACHE_TYPE[v_type])
+    for m in range(1, 5):
+        keep, cuts = _shortcut(_layer_sigs(t), m)
+        if not cuts:
+            break
+        g = _reserve_graph(*args, keep)
+        top, states = _place(g, frozenset(g.starts[j + d] for j, q in cuts for d in (0, q)))
+        if all(_repeats(g, states, j, q) for j, q in cuts):
+            return top
+    return _place(_reserve_graph(*args, range(t.num_layers)))[0]
 
 
 # ---- CPU extra buffers: weight repacking (CPU_REPACK) and AMX ----------------------------------------
@@ -831,6 +954,9 @@ CPU_FEATURES: dict[str, dict[str, int]] = {  # GGML type -> rows multiple for CP
     "x86-amx": {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8, "MXFP4": 8, "Q2_K": 8},  # plus the AMX buffer, first
     # NEON with DOTPROD (e.g. Raspberry Pi 5's Cortex-A76); with i8mm too the layouts change, not the set
     "arm-dotprod": {"Q4_0": 4, "Q4_K": 8, "Q5_K": 8, "Q6_K": 8, "IQ4_NL": 4, "MXFP4": 4, "Q8_0": 4},
+    # NEON with i8mm (Apple M2+, Cortex-X4 / A720): Q4_0 4x8, Q4_K / Q5_K / Q6_K 8x8, Q8_0 4x8; IQ4_NL and MXFP4 by
+    # the dotprod branch (repack.cpp at 0c1e570) -- the same types and row multiples, so the same bytes
+    "arm-i8mm": {"Q4_0": 4, "Q4_K": 8, "Q5_K": 8, "Q6_K": 8, "IQ4_NL": 4, "MXFP4": 4, "Q8_0": 4},
     "none": {},  # --no-repack, or a CPU without the features (e.g. ARM without dotprod)
 }
 _AMX_BLOCK = {"Q4_0": 32, "Q4_1": 32, "Q8_0": 32, "Q4_K": 256, "Q5_K": 256, "Q6_K": 256, "IQ4_XS": 256, "F16": 16}

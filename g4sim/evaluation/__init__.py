@@ -159,7 +159,7 @@ def check(req: Request) -> Engine:
     problem = req.engine.compatibility(req.workload, req.device, req.gpus)
     if problem:
         raise Incompatible(problem)
-    return req.engine.bind(req.workload)
+    return req.engine.for_device(req.device).bind(req.workload)
 
 
 def fit(req: Request) -> Fit:
