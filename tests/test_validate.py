@@ -41,6 +41,19 @@ def test_the_split_is_frozen_and_stored_with_every_row():
     assert any(k.startswith("e4b") for k in held) and any(k.startswith("26b-a4b") and "bf16" in k for k in held)
 
 
+# sha256 of the sorted "row = split" lines of llama.cpp's rows, frozen with split v3 before any of them was fitted.
+LLAMACPP_SPLIT_PIN = "7efa34a258c4bd8daeaf7e9f84ac5bc3d69044d02a4baa2c0f0488176910b6e4"
+
+
+def test_llamacpp_rows_follow_split_v3():
+    rows = [r for path in sorted(STORE_DIR.glob("*.csv")) for r in csv.DictReader(path.open())
+            if r["status"] == "ok" and r.get("engine") == "llamacpp"]
+    lines = sorted(f"{split_key(r)}={r['split']}" for r in rows)
+    assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == LLAMACPP_SPLIT_PIN, "a row changed split: say why"
+    assert {r["split"] for r in rows} == {"calibration", "held-out"}
+    assert all(r["split"] == "held-out" for r in rows if r["model"] == "e4b")  # a whole model the fit never saw
+
+
 def test_calibrate_re_derives_the_committed_efficiencies():
     from g4sim.hardware import get_profile
     from g4sim.measure.calibrate import fit
@@ -59,13 +72,11 @@ KNOWN_HELD_OUT_FAILURES = {
     # predicted +38.5 %: the expert-GEMM term (m / (m + half_rows), fitted on 26b-a4b fp32) does not carry
     # over to bf16 at 512 prompt tokens (32 rows per expert): bf16 small GEMMs on this CPU lose more.
     ("26b-a4b[2L] bf16 ctx 512 b1", "prefill_tokens_per_s"),
-    # transformers itself (issue 10 part 3, first measurement of the transformers rule): peaks are 3-5 % above
-    # the rule everywhere (unsafe direction).  The MoE workspace was then corrected from transformers' source
-    # (grouped_mm: four pair x hidden tensors at the peak) after seeing the sdpa rows (-12.2 % -> -8.3 %); the
-    # eager rows were held out from that change and still fail at 2048 tokens.
+    # transformers itself: its MoE workspace was corrected from transformers' source (grouped_mm: four pair x hidden
+    # tensors at the peak) after seeing this row (-12.2 % -> -8.3 %); re-measured with transformers imported before
+    # the memory baseline (its import is 111 MiB of RSS that earlier rows counted as the model's), it is -6.4 %.
+    # The eager rows, held out from the MoE change, now pass (-4.5 % at 2048).  What is missing is not explained.
     ("26b-a4b[2L] bf16 ctx 2048 b1 transformers-sdpa", "prefill_peak_bytes"),  # in-sample for the MoE change
-    ("26b-a4b[2L] bf16 ctx 2048 b1 transformers-eager", "prefill_peak_bytes"),  # held out: -6.3 %
-    ("e2b[10L] bf16 ctx 2048 b1 transformers-eager", "prefill_peak_bytes"),  # held out: -5.1 %
 }
 
 
@@ -87,7 +98,11 @@ def test_validate_passes_within_tolerance_but_for_the_ledger(capsys):
     speed = [c for c in held if "tokens" in c["figure"]]
     assert len(speed) >= 20 and all(c["split"] == "held-out" for c in speed)  # rows the calibration did not see
     assert all(abs(c["error"]) <= 0.25 for c in speed if (c["config"], c["figure"]) not in KNOWN_HELD_OUT_FAILURES)
-    assert {c["config"].split("[")[0] for c in speed}.isdisjoint(CALIBRATION_MODELS)
+    own = [c for c in speed if not c["config"].endswith(" llamacpp")]  # llama.cpp's split is by configuration
+    assert {c["config"].split("[")[0] for c in own}.isdisjoint(CALIBRATION_MODELS)
+    lcpp = [c for c in data["checks"] if c["config"].endswith(" llamacpp")]  # llama.cpp itself, 26 rows
+    assert len({c["config"] for c in lcpp}) == 26 and all(c["ok"] for c in lcpp)
+    assert all(c["error"] == 0 for c in lcpp if c["figure"] in ("param_bytes", "kv_bytes"))
     assert any(c["config"].startswith("26b-a4b") and "bf16" in c["config"] for c in speed)  # MoE, a dtype never fitted
     splits = {(r["figure"], r["split"]) for r in data["summary"]}
     assert {("prefill_tokens_per_s", s) for s in ("calibration", "held-out", "quantized")} <= splits

@@ -7,8 +7,8 @@ kept in a cache directory and reused.  ``LlamaCppRunner`` loads the file through
 API on the CPU as llama-server does (``n_gpu_layers = 0``, memory-mapped, weights repacked, flash
 attention on, ``swa_full`` off, ``n_batch`` 2048, ``n_ubatch`` 512 unless ``--chunk`` sets it, one
 sequence), then prefill and greedy decode steps with llama.cpp's own kernels: nothing of g4sim's
-model or torch runs in the timed region.  The KV bytes are the ``KV buffer size`` line llama.cpp logs
-(two decimals of MiB).  llama_cpp is imported lazily; its build is the one
+model or torch runs in the timed region.  The KV bytes are the ``KV buffer size`` lines llama.cpp logs,
+one per cache (two decimals of MiB each).  llama_cpp is imported lazily; its build is the one
 ``scripts/llamacpp_quantize_check.py`` installs (llama-cpp-python 0.3.36, native and AMX off).
 """
 
@@ -119,8 +119,8 @@ class LlamaCppRunner:
         self.ctx = ll.llama_init_from_model(self.model, cp)
         if not self.ctx:
             raise RuntimeError(f"llama.cpp could not create a context of {cache_tokens}")
-        found = _KV_BUFFER.findall("".join(self.log[start:]))
-        self.kv_logged_bytes = int(round(float(found[-1]) * MiB)) if found else 0
+        found = _KV_BUFFER.findall("".join(self.log[start:]))  # one line per cache: the sliding and the full one
+        self.kv_logged_bytes = sum(int(round(float(x) * MiB)) for x in found)
         self.reserved_tokens = cache_tokens
 
     def _decode(self, tokens) -> int:

@@ -79,6 +79,26 @@ def peak_bytes() -> int:
     return _status_kib("VmHWM")
 
 
+# ---- who else ran -------------------------------------------------------------------------
+
+def busy_cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds every process on the machine has run, those this process has run) since boot: the
+    difference over a timed phase is the CPU other work took from it (/proc/stat, /proc/self/stat)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    me = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return (user + nice + system + irq + softirq + steal) / tick, (int(me[11]) + int(me[12])) / tick
+
+
+def others_cpu_seconds(start: tuple[float, float]) -> float:
+    """CPU seconds other processes (and the hypervisor's steal) took while a phase ran since ``start``."""
+    total, mine = busy_cpu_seconds()
+    return max(0.0, (total - start[0]) - (mine - start[1]))
+
+
 class CudaProbe:
     def __init__(self):
         import torch
@@ -220,21 +240,25 @@ def worker(run: ProfileRun) -> None:
             runner.reserve(ctx + run.decode_steps)
             (probe.reset() if probe else reset_peak())
             sync()
-            start = time.perf_counter()
+            cpu0, start = busy_cpu_seconds(), time.perf_counter()
             token = runner.prefill(ids, ctx + run.decode_steps)
             sync()
             prefill_s = time.perf_counter() - start
+            prefill_others = others_cpu_seconds(cpu0)
             prefill_mem = probe.read() if probe else {"peak_bytes": peak_bytes() - baseline}
             (probe.reset() if probe else reset_peak())
-            start = time.perf_counter()
+            cpu0, start = busy_cpu_seconds(), time.perf_counter()
             for _ in range(run.decode_steps):
                 token = runner.decode(token)
             sync()
             decode_s = time.perf_counter() - start
+            decode_others = others_cpu_seconds(cpu0)
             decode_mem = probe.read() if probe else {"peak_bytes": peak_bytes() - baseline}
             row.update(status="ok", kv_bytes=runner.kv_bytes(), prefill_seconds=prefill_s, ttft_seconds=prefill_s,
                        prefill_tokens_per_s=run.batch * ctx / prefill_s, decode_seconds=decode_s,
-                       decode_tokens_per_s=run.batch * run.decode_steps / decode_s if run.decode_steps else "")
+                       decode_tokens_per_s=run.batch * run.decode_steps / decode_s if run.decode_steps else "",
+                       # CPU other processes took during each timed phase: a timing shared with other work says so
+                       prefill_others_cpu_s=round(prefill_others, 3), decode_others_cpu_s=round(decode_others, 3))
             row.update({f"prefill_{k}": v for k, v in prefill_mem.items()})
             row.update({f"decode_{k}": v for k, v in decode_mem.items()})
             runner.cache = None

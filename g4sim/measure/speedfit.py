@@ -114,9 +114,17 @@ def _plan(rows: list[SpeedRow], phase: str) -> tuple[list[str], bool]:
         counts[r.family] = counts.get(r.family, 0) + 1
     fixed = len(rows) >= MIN_FIXED_ROWS
     families = sorted(f for f, n in counts.items() if n >= MIN_FAMILY_ROWS and fixed)
-    if sum(counts[f] for f in families) < len(rows):  # rows of families too thin to stand alone
+    pooled = len(rows) - sum(counts[f] for f in families)
+    # rows of families too thin to stand alone pool as "*" -- if the pool itself has a family's worth of rows,
+    # or nothing else was fitted; otherwise they take the fitted families' mean and do not fit (``_fitted``)
+    if pooled and (pooled >= MIN_FAMILY_ROWS or not families):
         families.append("*")
     return families, fixed
+
+
+def _fitted(r: SpeedRow, families: list[str]) -> bool:
+    """Whether the row's format family has an unknown of its own or in the pool."""
+    return not families or r.family in families or "*" in families
 
 
 def fit_class(rows: list[SpeedRow]) -> tuple[dict[str, float], dict[str, float]]:
@@ -128,6 +136,8 @@ def fit_class(rows: list[SpeedRow]) -> tuple[dict[str, float], dict[str, float]]
     (pre_fams, pre_fixed), (dec_fams, dec_fixed) = _plan(pre_rows, "prefill"), _plan(dec_rows, "decode")
     eqs, rhs, names = [], [], []
     for r in calib:
+        if not (_fitted(r, pre_fams) and _fitted(r, dec_fams)):
+            continue  # a thin family outside the pool: predicted with the fitted families' mean, not fitted
         for phase, t in (("prefill", r.prefill_s), ("decode", r.decode_step_s)):
             if not t:
                 continue
@@ -149,7 +159,7 @@ def fit_class(rows: list[SpeedRow]) -> tuple[dict[str, float], dict[str, float]]
     for name, v in zip(names, x):
         phase, term = name.split(":")
         fams = pre_fams if phase == "prefill" else dec_fams
-        out[phase == "decode"][term] = 1.0 / (1.0 + v) if term in fams else float(v)
+        out[phase == "decode"][term] = float(1.0 / (1.0 + v)) if term in fams else float(v)
     return out
 
 
@@ -190,8 +200,20 @@ class Run:
     gpus: int = 1
 
 
+CONTENDED = 0.10  # other processes took more than this share of one core during a timed phase: not a timing
+
+
+def contended(row: dict, phase: str) -> bool:
+    """Whether other work shared the CPU during the phase (``<phase>_others_cpu_s`` over its wall seconds);
+    rows measured before that column existed count as uncontended (their load_1min says what it was)."""
+    others = row.get(f"{phase}_others_cpu_s")
+    seconds = row.get(f"{phase}_seconds")
+    return others not in (None, "") and bool(seconds) and float(others) > CONTENDED * float(seconds)
+
+
 def store_runs(store=None, impl: str = "llamacpp") -> list[Run]:
-    """Every ok row an engine ran in the measurement store (``g4sim profile --impl``), with its frozen split."""
+    """Every ok row an engine ran in the measurement store (``g4sim profile --impl``), with its frozen split;
+    a phase timed while other work took the CPU (``contended``) is left out of the run."""
     from g4sim.engines import Workload
     from g4sim.evaluation.speed import speed_class_of
     from g4sim.hardware import get_profile
@@ -213,8 +235,9 @@ def store_runs(store=None, impl: str = "llamacpp") -> list[Run]:
         w = Workload(spec, ctx, int(row["batch"]), fmt, "fp16" if impl == "llamacpp" else "bf16")
         decode_ctx = ctx + steps // 2
         label = f"{row['model']}[{row['layers']}L] {fmt} ctx {ctx}"
-        sr = speed_row(engine, w, device, prefill_s=float(row["prefill_seconds"]),
-                       decode_step_s=float(row["decode_seconds"]) / steps if steps else None, split=split_of(row),
+        prefill_s = None if contended(row, "prefill") else float(row["prefill_seconds"])
+        step_s = float(row["decode_seconds"]) / steps if steps and not contended(row, "decode") else None
+        sr = speed_row(engine, w, device, prefill_s=prefill_s, decode_step_s=step_s, split=split_of(row),
                        label=label, source=f"measured: {row['command']} ({row['date_utc']}, load {row['load_1min']})",
                        decode_ctx=decode_ctx)
         runs.append(Run(sr, engine, w, device, decode_ctx, speed_class_of(engine, device)))

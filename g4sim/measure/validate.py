@@ -5,7 +5,9 @@ weight format, batch, prefill chunk and the "g4sim" engine rule on the row's dev
 Tolerances: parameter and KV bytes exact and peak prefill memory within 5 % on every row; prefill
 and decode tokens/s within 25 % on the held-out rows of the frozen split (g4sim/measure/split.py).
 Calibration rows (in-sample) and quantized rows (g4sim's dequantize-on-the-fly int8/int4 kernels)
-have their speed errors reported, separately, not held.
+have their speed errors reported, separately, not held.  Rows profiled with ``--components`` also hold
+each workspace term of the rule (attention, MLP, logits, PLE inputs) against the measured prefill peak of
+its region, within 5 % on float rows (``g4sim.measure.components``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from g4sim.analytic.components import Category, Component, Location
+from g4sim.measure.components import PEAK_FIGURES, PEAK_TOLERANCE, component_peaks
 from g4sim.measure.split import SPLITS, row_spec, split_of, weight_format
 
 MiB = 1 << 20
 
 TOLERANCES = {"param_bytes": 0.0, "kv_bytes": 0.0, "prefill_peak_bytes": 0.05,
-              "prefill_tokens_per_s": 0.25, "decode_tokens_per_s": 0.25}
+              "prefill_tokens_per_s": 0.25, "decode_tokens_per_s": 0.25,
+              # rows profiled with --components: each workspace term against its region's peak (float rows)
+              **dict.fromkeys(PEAK_FIGURES.values(), PEAK_TOLERANCE)}
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
                                  device_kind="cpu")
         weights = sum(t.bytes for t in memory.terms_in(Category.WEIGHTS) if t.component is not Component.REPACKED_WEIGHTS)
         out.append(Check(index, label, "param_bytes", weights, float(row["param_bytes"]), 0.0, calib))
-        logged_kv = round(memory.by_category(None)["kv_cache"] / MiB, 2) * MiB
+        logged_kv = sum(round(t.bytes / MiB, 2) * MiB for t in memory.terms_in(Category.KV_CACHE))  # per cache
         out.append(Check(index, label, "kv_bytes", logged_kv, float(row["kv_bytes"]), 0.0, calib))
     else:
         weights = sum(weight_bytes_by_component(spec, fmt).values())
@@ -102,6 +107,11 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
     # on a CPU the host is the device: host-resident terms (mapped embeddings, logits) are in the same RSS
     out.append(Check(index, label, "prefill_peak_bytes", memory.total(None if cpu else Location.ACCELERATOR),
                      float(row["prefill_peak_bytes"]), TOLERANCES["prefill_peak_bytes"], calib))
+    if impl == "g4sim":  # --components rows: per component, held on float weights (int rows add dequant work)
+        peaks = component_peaks(row, engine, spec.text, ctx=cache_ctx, batch=batch, quant=fmt)
+        for figure, predicted, measured in peaks:
+            out.append(Check(index, label, figure, predicted, measured,
+                             TOLERANCES[figure] if split != "quantized" else None, calib))
     speed_tol = TOLERANCES["prefill_tokens_per_s"] if split == "held-out" else None
     prefill = predict(engine, Workload(spec, ctx, batch, fmt, kv), device)
     out.append(Check(index, label, "prefill_tokens_per_s", prefill.prefill_tokens_per_s,
