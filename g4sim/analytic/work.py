@@ -81,6 +81,7 @@ def _layer_tokens(t: TextSpec, layer: int, ctx: int, kept: int, shared_all: bool
     return kept if t.is_kv_shared(layer) and not shared_all else ctx
 
 
+@lru_cache(maxsize=65536)  # pure in its arguments; a sweep asks the same (model, context) for every format
 def prefill_expert_flop(spec: ModelSpec, ctx: int, batch: int = 1, shared_all: bool = False) -> float:
     """The part of prefill_flop spent in routed-expert GEMMs."""
     t = spec.text
@@ -95,6 +96,7 @@ def expert_rows(spec: ModelSpec, tokens: int) -> float:
     return tokens * t.top_k_experts / t.num_experts if t.enable_moe_block else float("inf")
 
 
+@lru_cache(maxsize=65536)  # pure in its arguments; a sweep asks the same (model, context) for every format
 def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1, shared_all: bool = False) -> float:
     t = spec.text
     per_layer = _layer_matmul_params(t)
