@@ -49,6 +49,9 @@ def test_every_sweep_row_equals_plan_json(engine, models, devices, quants, conte
         assert plan["capacity"]["budget_bytes"] == row.budget_bytes and plan["capacity"]["margin_bytes"] == row.margin_bytes
         assert (plan["verdict"], plan["headroom_bytes"]) == (row.verdict, row.headroom_bytes)
         assert plan["throughput"]["decode_tokens_per_s"] == row.decode_tokens_per_s
+        assert plan["throughput"]["speed_class"] == row.speed_class
+        assert (plan["throughput"]["bands"].get("decode") or {}).get("p90") == (
+            None if row.decode_heldout_error_p90 != row.decode_heldout_error_p90 else row.decode_heldout_error_p90)
         assert plan["throughput"]["prefill_tokens_per_s"] == row.prefill_tokens_per_s
         assert plan["launch_command"] == (row.launch_command if isinstance(row.launch_command, str) else None)
 

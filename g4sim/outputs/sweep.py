@@ -53,6 +53,10 @@ def row(e: Evaluation) -> dict[str, Any]:
         "ttft_s": s.ttft_seconds, "prefill_tokens_per_s": s.prefill_tokens_per_s,
         "prefill_tokens_per_s_roofline": s.prefill_tokens_per_s_roofline,
         "decode_tokens_per_s": s.decode_tokens_per_s, "decode_tokens_per_s_roofline": s.decode_tokens_per_s_roofline,
+        # the speed's band: its engine/backend class and that class's held-out |error| p90 (empty: no fitted terms)
+        "speed_class": s.speed_class, "speed_calibrated": s.calibrated,
+        "prefill_heldout_error_p90": (s.bands.get("prefill") or {}).get("p90"),
+        "decode_heldout_error_p90": (s.bands.get("decode") or {}).get("p90"),
         "launch_command": e.command,
     }
 
