@@ -32,15 +32,13 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from g4sim.analytic.work import (
     compute_dtype, decode_step_bytes, decode_step_flop, expert_rows, prefill_expert_flop, prefill_flop,
     prefill_weight_bytes,
 )
 from g4sim.analytic.quant import get_quant
 from g4sim.engines.base import Engine, Parallel, Workload, backend_class
-from g4sim.hardware import HardwareProfile
+from g4sim.hardware import HardwareProfile, read_yaml
 
 ACTIVATION_BYTES = 2  # hidden states cross links in 16-bit
 # A small all-reduce costs a fixed latency before any byte moves: ~6 us on 2 x H100 over NVLink
@@ -173,7 +171,7 @@ def speed_classes(path: Path = SPEED_CLASSES) -> dict[str, EngineSpeed]:
     """The fitted classes g4sim ships (empty where none was fitted)."""
     if not path.exists():
         return {}
-    return {key: engine_speed(key, v) for key, v in (yaml.safe_load(path.read_text()) or {}).items()}
+    return {key: engine_speed(key, v) for key, v in (read_yaml(path, ValueError) or {}).items()}
 
 
 def speed_class_of(engine: Engine, device: HardwareProfile) -> str:
