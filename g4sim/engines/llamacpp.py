@@ -47,7 +47,7 @@ import shlex
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from g4sim.analytic.components import Component, Location
 from g4sim.analytic.memory import MemoryBreakdown, MemoryTerm, priced_tensors, weight_bytes_by_component
@@ -69,6 +69,11 @@ _FILE_TYPE = {"q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K_M", "q5_0": "Q5_0"
               "bf16": "BF16", "fp16": "F16", "fp32": "F32"}
 _CACHE_TYPE = {"bf16": "bf16", "fp16": "f16", "fp32": "f32", "q8_0": "q8_0", "q4_0": "q4_0"}
 DEFAULT_CPU_FEATURES = "x86-avx2"  # a device whose profile names no cpu_features (measured: this project's CI machine)
+
+
+@lru_cache(maxsize=4096)  # a sweep binds the same engine to the same settings tens of thousands of times
+def _replaced(engine: LlamaCppEngine, changes: tuple[tuple[str, Any], ...]) -> LlamaCppEngine:
+    return replace(engine, **dict(changes))
 
 
 def pad(n: int, to: int = CTX_PAD) -> int:
@@ -151,13 +156,13 @@ class LlamaCppEngine(Engine):
         """The slots (-np) are the workload's batch; the K cache type is its KV dtype (-ctk)."""
         if (self.n_seq_max, self.cache_type_k) == (w.batch, w.kv_dtype):
             return self
-        return replace(self, n_seq_max=w.batch, cache_type_k=w.kv_dtype)
+        return _replaced(self, (("n_seq_max", w.batch), ("cache_type_k", w.kv_dtype)))
 
     def for_device(self, device) -> LlamaCppEngine:
         """The CPU feature set (which weights are repacked) is the device's, unless it was set."""
         if self.cpu_features is not None or device.cpu_features is None:
             return self
-        return replace(self, cpu_features=device.cpu_features)
+        return _replaced(self, (("cpu_features", device.cpu_features),))
 
     def micro_batch(self, n_ctx_total: int) -> int:
         """The micro-batch llama.cpp uses: llama_context clamps n_batch to the requested context (before it is
