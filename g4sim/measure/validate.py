@@ -6,8 +6,9 @@ Tolerances: parameter and KV bytes exact and peak prefill memory within 5 % on e
 and decode tokens/s within 25 % on the held-out rows of the frozen split (g4sim/measure/split.py).
 Calibration rows (in-sample) and quantized rows (g4sim's dequantize-on-the-fly int8/int4 kernels)
 have their speed errors reported, separately, not held.  Rows profiled with ``--components`` also hold
-each workspace term of the rule (attention, MLP, logits, PLE inputs) against the measured prefill peak of
-its region, within 5 % on float rows (``g4sim.measure.components``).
+each workspace of the rule (attention, MLP, router, experts, logits, PLE inputs and projections, norms,
+token embedding) against the measured prefill peak of its region, within 5 % (or the CPU probe's
+resolution, on regions of a few MiB) on float rows (``g4sim.measure.components``).
 """
 
 from __future__ import annotations
@@ -109,9 +110,9 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
                      float(row["prefill_peak_bytes"]), TOLERANCES["prefill_peak_bytes"], calib))
     if impl == "g4sim":  # --components rows: per component, held on float weights (int rows add dequant work)
         peaks = component_peaks(row, engine, spec.text, ctx=cache_ctx, batch=batch, quant=fmt)
-        for figure, predicted, measured in peaks:
+        for figure, predicted, measured, tolerance in peaks:  # 5 %, or the CPU probe's resolution on small regions
             out.append(Check(index, label, figure, predicted, measured,
-                             TOLERANCES[figure] if split != "quantized" else None, calib))
+                             tolerance if split != "quantized" else None, calib))
     speed_tol = TOLERANCES["prefill_tokens_per_s"] if split == "held-out" else None
     prefill = predict(engine, Workload(spec, ctx, batch, fmt, kv), device)
     out.append(Check(index, label, "prefill_tokens_per_s", prefill.prefill_tokens_per_s,
