@@ -102,3 +102,13 @@ def test_fitted_terms_never_beat_the_roofline(model, quant, ctx, batch, e_p, e_d
     assert t.prefill_seconds >= t.prefill_seconds_roofline * (1 - 1e-12)
     assert t.decode_step_seconds >= t.decode_step_seconds_roofline * (1 - 1e-12)
     assert t.speed_class == "llamacpp/cuda" and t.calibrated
+
+
+def test_a_phase_timed_while_other_work_took_the_cpu_is_left_out():
+    row = {"prefill_seconds": "2.0", "prefill_others_cpu_s": "0.21", "decode_seconds": "1.0",
+           "decode_others_cpu_s": "0.1"}
+    assert speedfit.contended(row, "prefill") and not speedfit.contended(row, "decode")  # 10.5 % vs 10 % of a core
+    assert not speedfit.contended({"prefill_seconds": "2.0"}, "prefill")  # rows from before the column: load_1min says
+    from g4sim.measure.profile import busy_cpu_seconds, others_cpu_seconds
+    start = busy_cpu_seconds()
+    assert others_cpu_seconds(start) >= 0 and start[0] >= start[1] > 0
