@@ -75,10 +75,11 @@ def test_chunked_prefill_equals_reference(pair, chunk):
     torch.testing.assert_close(ours(ids, logits_to_keep=3, prefill_chunk=chunk), expected, atol=1e-4, rtol=0)
 
 
-def test_cached_decode_past_the_window_equals_reference(pair):
+@pytest.mark.parametrize("batch", [2, 1])  # batch 1: one token per decode step (the MoE block's one-token path)
+def test_cached_decode_past_the_window_equals_reference(pair, batch):
     """Prefill 11 tokens, then 40 cached steps: the 8-slot ring buffer wraps five times."""
     spec, ref, ours = pair
-    ids = _ids(spec, 51)
+    ids = _ids(spec, 51, batch=batch)
     prompt, steps = 11, 40
     with torch.no_grad():
         out = ref(ids[:, :prompt], use_cache=True)
@@ -87,7 +88,7 @@ def test_cached_decode_past_the_window_equals_reference(pair):
             out = ref(ids[:, i:i + 1], past_key_values=past, use_cache=True)
             past = out.past_key_values
             ref_logits.append(out.logits[:, -1])
-    cache = ours.new_cache(2, prompt + steps)
+    cache = ours.new_cache(batch, prompt + steps)
     got = [ours(ids[:, :prompt], cache=cache)[:, -1]]
     for i in range(prompt, prompt + steps):
         got.append(ours(ids[:, i:i + 1], cache=cache, start=i)[:, -1])

@@ -7,7 +7,7 @@ KV sharing, per-layer embeddings (PLE), double-wide MLP on KV-shared layers, the
 branch beside 128 routed experts), layer scalars and the final logit softcap.  Parameter names
 mirror HF checkpoints so loading is a straight mapping (``checkpoint.py``).
 
-Memory choices (priced by the "g4sim" engine in ``g4sim/engines/transformers.py``): a preallocated
+Memory choices (priced step by step by the "g4sim" engine in ``g4sim/engines/native.py``): a preallocated
 ``KVCache``; attention is one ``scaled_dot_product_attention`` call with ``enable_gqa`` (no K/V
 expansion); prefill is chunked; KV-shared layers run only for the positions whose logits are kept
 (they write no cache, so nothing else needs them); logits are computed for the kept positions only.
@@ -146,25 +146,33 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, H))
         self.down_proj = nn.Parameter(torch.empty(E, H, I))
 
-    def expert_weights(self, e: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.gate_up_proj[e], self.down_proj[e]
+    def gate_up(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        return F.linear(x, self.gate_up_proj[e])
+
+    def down(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        return F.linear(x, self.down_proj[e])
 
     def forward(self, x, weights, index):
+        """Only the experts some token chose run (at decode: top_k of them), each on its tokens."""
         out = torch.zeros_like(x)
+        if x.shape[0] == 1:  # one token (batch-1 decode): its top_k experts in expert order, no sort / scatter
+            chosen = sorted(zip(index[0].tolist(), range(index.shape[1])))
+            for e, slot in chosen:
+                gate, up = self.gate_up(x, e).chunk(2, dim=-1)
+                out.add_((self.down(F.gelu(gate, approximate="tanh") * up, e) * weights[:, slot, None]).to(out.dtype))
+            return out
         flat_expert = index.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
-        counts = torch.bincount(flat_expert, minlength=self.num_experts).tolist()
+        counts = torch.bincount(flat_expert, minlength=self.num_experts)
+        hit = counts.nonzero().flatten()
         token_of = order // index.shape[1]
         slot_of = order % index.shape[1]
         begin = 0
-        for e, n in enumerate(counts):  # only experts some token chose
-            if n == 0:
-                continue
+        for e, n in zip(hit.tolist(), counts[hit].tolist()):
             tok, slot = token_of[begin:begin + n], slot_of[begin:begin + n]
             begin += n
-            gate_up, down = self.expert_weights(e)
-            gate, up = F.linear(x[tok], gate_up).chunk(2, dim=-1)
-            y = F.linear(F.gelu(gate, approximate="tanh") * up, down) * weights[tok, slot, None]
+            gate, up = self.gate_up(x[tok], e).chunk(2, dim=-1)
+            y = self.down(F.gelu(gate, approximate="tanh") * up, e) * weights[tok, slot, None]
             out.index_add_(0, tok, y.to(out.dtype))
         return out
 
