@@ -14,7 +14,7 @@ profiler region's workspace (``G4simEngine.region_workspaces``) is what ``g4sim 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import ClassVar
 
@@ -32,6 +32,30 @@ from g4sim.spec import FULL, SLIDING, TextSpec
 # int8 `(q.float() * scale).to(dtype)` holds two fp32 copies at its peak; int4 unpacking holds the
 # padded fp32 codes, their scaled copy and the shifted sum (three fp32 copies).
 DEQUANT_BYTES_PER_ELEMENT = {"int8": 8, "int4": 12}
+# On a CPU, g4sim.model.quant multiplies through torch's packed kernels (_weight_int8pack_mm,
+# _weight_int4pack_mm_for_cpu) up to these rows per matmul: no dequantized copy.  Above them it dequantizes
+# one matrix into a bf16 GEMM: int8 a bf16 copy of the codes (2 B per element) beside the GEMM's output and
+# its scaled copy; int4 unpacks its kernel layout (nibbles, fp32, bf16 and the concatenated tail: 9 B at most).
+PACKED_MAX_ROWS = {"int8": 16, "int4": 1024}
+CPU_DEQUANT_BYTES_PER_ELEMENT = {"int8": 2, "int4": 9}
+
+
+def cpu_dequant_bytes(t: TextSpec, rows: int, bits: int, a: int) -> tuple[int, str]:
+    """(bytes, why) of the transient weight copy a CPU matmul of ``rows`` rows makes (g4sim/model/quant.py)."""
+    kind = "int4" if bits == 4 else "int8"
+    mats = [x for x in text_tensors(t) if x.kind.startswith(("attn_", "ffn_"))]
+    largest = max(mats, key=lambda x: x.rows * x.cols)
+    if rows <= PACKED_MAX_ROWS[kind]:
+        # int4 with a partial group (704- / 2112-wide inputs): a column slice of x and a second output [rows, N]
+        tail = [x for x in mats if kind == "int4" and x.cols % 128]
+        extra = max((rows * (x.cols + x.rows) * a for x in tail), default=0)
+        return extra, f"packed {kind} kernel at {rows} rows (<= {PACKED_MAX_ROWS[kind]}): no dequantized copy" + (
+            "; partial g128 groups add an input slice and a second output" if extra else "")
+    per = CPU_DEQUANT_BYTES_PER_ELEMENT[kind]
+    out = (2 * rows * largest.rows * a) if kind == "int8" else 0  # GEMM output and its scaled copy
+    return largest.rows * largest.cols * per + out, (
+        f"{rows} rows > {PACKED_MAX_ROWS[kind]}: largest matrix {largest.rows * largest.cols:,} elements x {per} B "
+        "dequantized for a bf16 GEMM")
 
 
 # ---- g4sim's own prefill, step by step ---------------------------------------------------------------
@@ -316,6 +340,14 @@ class G4simEngine(Engine):
     )
     command_names: ClassVar[tuple[str, ...]] = ("g4sim",)
     prefill_chunk: int | None = 4096
+    packed_cpu_kernels: bool = False  # bound by ``memory`` on a CPU: int8 / int4 through torch's packed kernels
+
+    def memory(self, w: Workload, device_kind: str = "gpu"):
+        """On a CPU the weight-only formats run through packed kernels (``cpu_dequant_bytes``), elsewhere they
+        dequantize a matrix per step (``DEQUANT_BYTES_PER_ELEMENT``)."""
+        cpu = device_kind == "cpu" and get_quant(w.quant).family == "int"
+        return super().memory(w, device_kind) if cpu == self.packed_cpu_kernels else \
+            replace(self, packed_cpu_kernels=cpu).memory(w, device_kind)
 
     def __post_init__(self) -> None:
         if self.prefill_chunk is not None and self.prefill_chunk < 1:
@@ -352,7 +384,11 @@ class G4simEngine(Engine):
                                     "batch x chunk x layers x ple_dim x a B (per_layer_inputs' result, live through "
                                     "every layer)"))
         fmt = get_quant(quant)
-        if fmt.family == "int":  # weight-only int8 / int4: one matrix (or one expert) dequantized at a time
+        if fmt.family == "int" and self.packed_cpu_kernels:
+            rows = batch * min(ctx, self.chunk_tokens(ctx))
+            nbytes, why = cpu_dequant_bytes(t, rows, fmt.linear_bits, activation_bytes_per_element(quant))
+            terms.append(MemoryTerm(Component.DEQUANT_WORKSPACE, nbytes, Location.ACCELERATOR, why))
+        elif fmt.family == "int":  # weight-only int8 / int4: one matrix (or one expert) dequantized at a time
             per = DEQUANT_BYTES_PER_ELEMENT["int4" if fmt.linear_bits == 4 else "int8"]
             largest = max(x.rows * x.cols for x in text_tensors(t) if x.kind.startswith(("attn_", "ffn_")))
             terms.append(MemoryTerm(Component.DEQUANT_WORKSPACE, largest * per, Location.ACCELERATOR,
