@@ -226,7 +226,8 @@ def evaluation_to_dict(e: Evaluation) -> dict[str, Any]:
     params = count_params(w.spec, vision=w.vision, audio=w.audio)
     return {
         "g4sim_version": __version__,
-        "provenance": "memory computed (analytic model); speed predicted (hardware-profile efficiencies); nothing measured",
+        "provenance": "memory computed (analytic model); speed predicted (throughput.provenance says from what); "
+                      "nothing measured for this plan",
         "request": {
             "model": w.spec.name, "ctx_tokens": w.ctx, "batch": w.batch, "quant": w.quant, "kv_dtype": w.kv_dtype,
             "engine": r.engine.name, "engine_reason": r.engine_reason, "engine_settings": r.engine.settings(),

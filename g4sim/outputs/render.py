@@ -126,8 +126,11 @@ def render_plan(plan: Plan, console: Console) -> None:
     if e.command:
         console.print(Text("Launch it:", style="bold"))
         console.print(e.command, markup=False, highlight=False, soft_wrap=True)  # copy-pasteable: never re-wrapped
-    console.print(Text("Memory computed by g4sim's analytic model, speed predicted from the hardware profile "
-                       "(nothing measured).", style="dim"))
+    speed = e.speed
+    how = (f"speed predicted with terms fitted for {speed.speed_class} on measured and published runs" if speed and
+           speed.calibrated else "speed predicted from the hardware profile's efficiencies")
+    console.print(Text(f"Memory computed by g4sim's analytic model; {how}; nothing measured for this plan.",
+                       style="dim"))
 
 
 def render_validation(checks, summary_rows, console: Console) -> None:
