@@ -102,6 +102,33 @@ def test_cuda_that_is_not_there(tmp_path, capsys):
     assert not store.exists()  # no row recorded, under any profile
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["--quant", "int8"], "unknown GGUF format 'int8'; valid: bf16, fp16"),
+    (["--batch", "2"], "--batch 2: --impl llamacpp measures one sequence"),
+    (["--device", "cuda"], "--impl llamacpp measures llama.cpp's CPU build"),
+])
+def test_profile_llamacpp_refuses_what_it_cannot_measure(args, needle, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "llama_cpp" else real(name, *a))
+    store = tmp_path / "store"
+    code, _, err = run(["profile", "--impl", "llamacpp", "--model", "e2b", "--layers", "5", "--ctx", "64",
+                        "--store", str(store), *args], capsys)
+    one_line_error(code, err, needle)
+    assert not store.exists()
+
+
+def test_profile_llamacpp_without_llama_cpp_says_how_to_build_it(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    code, _, err = run(["profile", "--impl", "llamacpp", "--model", "e2b", "--ctx", "64", "--store",
+                        str(tmp_path / "s")], capsys)
+    one_line_error(code, err, "scripts/llamacpp_quantize_check.py --install")
+
+
 def test_a_crashed_worker_is_a_crash_with_its_cause_not_an_oom():
     from g4sim.measure.profile import worker_failure
 
