@@ -33,3 +33,16 @@ def test_capacity_command(capsys):
     data = json.loads(capsys.readouterr().out)
     assert exc.value.code == 0 and data["rows"]
     assert all(r["max_concurrency"] >= 0 for r in data["rows"])
+
+
+def test_capacity_carries_the_speed_band_of_its_class():
+    from g4sim.evaluation.speed import speed_classes
+
+    req = Request(Workload(get_variant("26b-a4b"), 8192, 1, "q4_k_m", "fp16"), get_profile("rtx4090"),
+                  get_engine("llamacpp"))
+    cap = capacity(req, 4, 256)
+    b = dict(speed_classes()["llamacpp/cuda"].bands)["decode"]
+    assert cap.speed_class == "llamacpp/cuda"
+    assert cap.decode_band == (f"held-out error for llamacpp/cuda: median {b['median']:.0%}, p90 {b['p90']:.0%}, "
+                               f"n={b['n']}")
+    assert cap.to_dict()["decode_band"] == cap.decode_band

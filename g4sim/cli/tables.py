@@ -220,3 +220,5 @@ def capacity_command(
                       f"{at[0]['decode_tokens_per_s']:,.0f}" if at else "-",
                       f"{r['requests_per_s_at_asked']:,.2f}" if r["fits_asked"] else "-")
     out.print(table)
+    for band in sorted({r["decode_band"] for r in rows if r.get("decode_band")}):
+        out.print(f"decode speed: {band}")

@@ -33,6 +33,8 @@ class Capacity:
     fits_asked: bool
     points: tuple[CapacityPoint, ...]
     requests_per_s_at_asked: float  # completed requests per second at the asked concurrency (0 if it does not fit)
+    speed_class: str = ""  # the engine/backend class whose terms predicted the speeds
+    decode_band: str = ""  # that class's held-out decode error, as plan prints it
 
     def to_dict(self) -> dict:
         return {**{k: v for k, v in self.__dict__.items() if k != "points"},
@@ -67,7 +69,8 @@ def capacity(req: Request, concurrency: int, output_tokens: int, prompt_tokens: 
         t = _speed(req, concurrency, ctx=prompt_tokens or req.workload.ctx)
         per_request = t.prefill_seconds / concurrency + output_tokens / t.decode_tokens_per_s_per_sequence
         rps = concurrency / per_request
-    return Capacity(limit, knee, reason, concurrency, fits, tuple(points), rps)
+    one = _speed(req, 1)
+    return Capacity(limit, knee, reason, concurrency, fits, tuple(points), rps, one.speed_class, one.band_text("decode"))
 
 
 def longest_sequence(scenario) -> int:
