@@ -72,11 +72,12 @@ sys.path.insert(0, str(ROOT))
 from g4sim.spec import TextSpec, get_variant  # noqa: E402  (the architecture facts only)
 
 from g4sim.measure.gguf_files import write_gguf  # noqa: E402  (one gemma4 GGUF layout)
+from g4sim.measure.llamacpp import CHILD_PREAMBLE, quantize  # noqa: E402  (one llama.cpp child, one quantizer)
 
 OUT_DIR = ROOT / "tests" / "data" / "llamacpp_loader"
 LLAMA_CPP_COMMIT = "0c1e57098"  # vendored by llama-cpp-python 0.3.36 (its CHANGELOG.md)
 DEPTHS = {"e2b": (10, 5), "26b-a4b": (6, 0), "31b": (6, 0)}  # (layers, KV-shared layers): whole periods
-FORMATS = {"f16": None, "q4_k_m": 15}  # llama_ftype LLAMA_FTYPE_MOSTLY_Q4_K_M = 15
+FORMATS = ("f16", "q4_k_m")  # the F16 file as written, and llama_model_quantize's Q4_K_M of it
 GGML_TYPE = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2}  # enum ggml_type
 
 
@@ -85,29 +86,9 @@ def reduced_spec(model: str) -> TextSpec:
     return get_variant(model).reduced(layers, shared).text
 
 
-# ---- 1. GGUF files ------------------------------------------------------------
-
 # ---- 2./3. llama.cpp in a subprocess ------------------------------------------
 
-CHILD = r"""
-import ctypes, json, sys
-import llama_cpp
-a = json.loads(sys.argv[1])
-
-@llama_cpp.llama_log_callback
-def log(level, text, user_data):
-    sys.stdout.write(text.decode("utf-8", "replace"))
-    sys.stdout.flush()
-
-llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
-llama_cpp.llama_backend_init()
-if a["mode"] == "quantize":
-    qp = llama_cpp.llama_model_quantize_default_params()
-    qp.ftype = a["ftype"]
-    qp.nthread = 2
-    rc = llama_cpp.llama_model_quantize(a["path"].encode(), a["out"].encode(), ctypes.byref(qp))
-    print(f"\nQUANTIZE_RC={rc}", flush=True)
-    sys.exit(0)
+CHILD = CHILD_PREAMBLE + r"""
 mp = llama_cpp.llama_model_default_params()
 mp.n_gpu_layers = 0
 mp.use_extra_bufts = a["repack"]
@@ -143,12 +124,6 @@ def run_child(args: dict, timeout: int = 1800) -> str:
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True,
                          timeout=timeout)
     return out.stdout + out.stderr
-
-
-def quantize(src: Path, dst: Path, ftype: int) -> None:
-    log = run_child({"mode": "quantize", "path": str(src), "out": str(dst), "ftype": ftype}, timeout=7200)
-    if "QUANTIZE_RC=0" not in log:
-        raise RuntimeError(f"llama_model_quantize failed on {src.name}:\n{log[-3000:]}")
 
 
 _MODEL_BUF = re.compile(r"load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB")
@@ -372,7 +347,7 @@ def main() -> None:
                     path = f16 if fmt == "f16" else d / f"{model}-{t.num_layers}L-{fmt.upper()}.gguf"
                     if not path.exists():
                         t0 = time.time()
-                        quantize(f16, path, FORMATS[fmt])
+                        quantize(f16, path, fmt)
                         print(f"{model}: quantized {path.name} ({path.stat().st_size / 2**30:.2f} GiB) "
                               f"in {time.time() - t0:.0f} s", flush=True)
                     _run(path, cases(model, fmt, args.quick), rows, csv_path, args.logs)

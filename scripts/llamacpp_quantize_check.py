@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from g4sim.measure.gguf_files import add_gemma4_metadata, gguf_tensor_table, write_gguf  # noqa: E402,F401
+from g4sim.measure.llamacpp import CHILD_PREAMBLE, FTYPES as LLAMA_FTYPES  # noqa: E402
 from g4sim.spec import TextSpec, get_variant  # noqa: E402
 
 PIN = "0.3.36"  # newest llama-cpp-python on PyPI with gemma4 and llama_model_quantize_params.dry_run
@@ -67,9 +68,8 @@ INSTALL_CMD = [sys.executable, "-m", "pip", "install", "--no-cache-dir", "--no-b
                f"llama-cpp-python=={PIN}"]
 
 VARIANTS = ("e2b", "e4b", "26b-a4b", "31b")
-# g4sim's GGUF formats -> llama_ftype (include/llama.h)
-FTYPES = {"q8_0": 7, "q6_k": 18, "q5_k_m": 17, "q5_0": 8, "q4_k_m": 15, "q4_k_s": 14, "iq4_xs": 30, "q4_0": 2,
-          "q3_k_m": 12, "q2_k": 10}
+# g4sim's quantized GGUF formats -> llama_ftype (include/llama.h; one table: g4sim/measure/llamacpp.py)
+FTYPES = {fmt: ftype for fmt, ftype in LLAMA_FTYPES.items() if fmt not in ("fp16", "bf16")}
 OUT_DIR = ROOT / "tests" / "data" / "llamacpp_quantize"
 
 
@@ -92,25 +92,9 @@ def ensure_llama_cpp(log: Path) -> None:
         sys.exit(f"pip install failed (exit {rc}); see {log}")
 
 
-# ---- 2. header-only GGUF files --------------------------------------------
+# ---- 2./3. llama.cpp in a subprocess (the files: g4sim/measure/gguf_files.py) -------------
 
-# one gemma4 GGUF layout for every llama.cpp check and the profiler: g4sim/measure/gguf_files.py
-
-
-# ---- 3. llama.cpp in a subprocess -----------------------------------------
-
-CHILD = r"""
-import ctypes, json, sys
-import llama_cpp
-a = json.loads(sys.argv[1])
-
-@llama_cpp.llama_log_callback
-def log(level, text, user_data):
-    sys.stdout.write(text.decode("utf-8", "replace"))
-    sys.stdout.flush()
-
-llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
-llama_cpp.llama_backend_init()
+CHILD = CHILD_PREAMBLE + r"""
 if a["mode"] == "load":
     mp = llama_cpp.llama_model_default_params()
     mp.n_gpu_layers = 0

@@ -21,12 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from g4sim.units import MiB
+
 # g4sim's GGUF formats -> llama_ftype (include/llama.h); fp16 is the converter's own output
 FTYPES = {"fp16": 1, "bf16": 32, "q8_0": 7, "q6_k": 18, "q5_k_m": 17, "q5_0": 8, "q4_k_m": 15, "q4_k_s": 14, "iq4_xs": 30,
           "q4_0": 2, "q3_k_m": 12, "q2_k": 10}
 N_BATCH, N_UBATCH = 2048, 512  # llama-server's defaults (common/common.h)
 _KV_BUFFER = re.compile(r"llama_kv_cache:\s+\S+ KV buffer size =\s+([\d.]+) MiB")
-MiB = 1 << 20
 
 
 def cache_dir() -> Path:
@@ -38,21 +39,44 @@ def file_name(model: str, layers: int, fmt: str, seed: int) -> str:
     return f"gemma4-{model}-{layers}L-seed{seed}-{fmt}.gguf"
 
 
-_QUANTIZE = r"""
+# The head of every llama.cpp child process (the quantizer here, the checks in scripts/): its arguments as JSON
+# in argv[1], every log line (DEBUG included) on stdout, the backend up.
+CHILD_PREAMBLE = r"""
 import ctypes, json, sys
 import llama_cpp
 a = json.loads(sys.argv[1])
+
+@llama_cpp.llama_log_callback
+def log(level, text, user_data):
+    sys.stdout.write(text.decode("utf-8", "replace"))
+    sys.stdout.flush()
+
+llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
 llama_cpp.llama_backend_init()
+"""
+
+_QUANTIZE = CHILD_PREAMBLE + r"""
 qp = llama_cpp.llama_model_quantize_default_params()
 qp.ftype, qp.nthread = a["ftype"], a["threads"]
-sys.exit(llama_cpp.llama_model_quantize(a["src"].encode(), a["dst"].encode(), ctypes.byref(qp)))
+rc = llama_cpp.llama_model_quantize(a["src"].encode(), a["dst"].encode(), ctypes.byref(qp))
+print(f"\nQUANTIZE_RC={rc}", flush=True)
 """
+
+
+def quantize(src: Path, dst: Path, fmt: str, threads: int = 2) -> None:
+    """``llama_model_quantize`` of ``src`` into ``fmt`` (a real run, no imatrix) in a child process, so the
+    quantizer's buffers never touch the caller's memory."""
+    import json
+
+    args = {"src": str(src), "dst": str(dst), "ftype": FTYPES[fmt], "threads": threads}
+    done = subprocess.run([sys.executable, "-c", _QUANTIZE, json.dumps(args)], capture_output=True, text=True)
+    if "QUANTIZE_RC=0" not in done.stdout:
+        raise RuntimeError(f"llama_model_quantize to {fmt} failed on {src.name}: "
+                           f"{(done.stdout + done.stderr).strip()[-3000:]}")
 
 
 def gguf_file(spec, model: str, fmt: str, seed: int = 0, threads: int = 2) -> Path:
     """The GGUF of ``spec`` (a full-width reduced-depth text spec) in ``fmt``, written / quantized once."""
-    import json
-
     from g4sim.files import atomic
     from g4sim.measure.gguf_files import write_gguf
 
@@ -66,11 +90,8 @@ def gguf_file(spec, model: str, fmt: str, seed: int = 0, threads: int = 2) -> Pa
         with atomic(f16) as tmp:
             write_gguf(spec, Path(tmp), seed=seed)
     if fmt != "fp16":
-        with atomic(out) as tmp:  # a child process: the quantizer's buffers never touch the caller's memory
-            args = {"src": str(f16), "dst": str(tmp), "ftype": FTYPES[fmt], "threads": threads}
-            done = subprocess.run([sys.executable, "-c", _QUANTIZE, json.dumps(args)], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"llama_model_quantize to {fmt} failed: {done.stderr.strip()[-300:]}")
+        with atomic(out) as tmp:
+            quantize(f16, Path(tmp), fmt, threads)
     return out
 
 
