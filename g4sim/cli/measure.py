@@ -243,10 +243,9 @@ def _calibrate_speed(engine: str | None, published: bool, store, write: bool) ->
         raise UserError(f"no calibration rows of {engine or 'any engine'} in "
                         f"{'the published runs' if published else store or 'reports/measurements'}; "
                         "run scripts/profile_llamacpp.sh")
-    sources = " and ".join(x for x in (f"{engine}'s measured rows (split v3, g4sim/measure/split.py)" if engine else "",
-                                       "the published runs (reports/published, split frozen there)" if published else "")
-                           if x)
-    note = f"fitted by `g4sim calibrate` at g4sim {git_commit()[0]} on the calibration rows of {sources}"
+    sources = ([f"{engine}'s measured rows (split v3, g4sim/measure/split.py)"] if engine else []) + \
+        (["the published runs (reports/published, split frozen there)"] if published else [])
+    note = f"fitted by `g4sim calibrate` at g4sim {git_commit()[0]} on the calibration rows of {' and '.join(sources)}"
     entries, scored = speedfit.calibrate(runs, note)
     render_speed_fit(entries, scored, console)
     if skipped:

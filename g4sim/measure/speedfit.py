@@ -138,20 +138,16 @@ def fit_class(rows: list[SpeedRow]) -> tuple[dict[str, float], dict[str, float]]
     for r in calib:
         if not (_fitted(r, pre_fams) and _fitted(r, dec_fams)):
             continue  # a thin family outside the pool: predicted with the fitted families' mean, not fitted
-        for phase, t in (("prefill", r.prefill_s), ("decode", r.decode_step_s)):
-            if not t:
-                continue
-            p_val, p_names = _features(r, "prefill", pre_fams, pre_fixed)
-            d_val, d_names = _features(r, "decode", dec_fams, dec_fixed)
-            names = p_names + d_names
-            if phase == "prefill":
-                row, roof = p_val + [0.0] * len(d_val), _work_s(r, "prefill")
-            else:
-                share = 1 / r.end_to_end_gen if r.end_to_end_gen else 0.0
-                row = [v * share for v in p_val] + d_val
-                roof = _work_s(r, "decode") + share * _work_s(r, "prefill")
-            eqs.append([v / t for v in row])  # relative error: each row divided by its time
-            rhs.append((t - roof) / t)
+        p_val, p_names = _features(r, "prefill", pre_fams, pre_fixed)
+        d_val, d_names = _features(r, "decode", dec_fams, dec_fixed)
+        names = p_names + d_names
+        share = 1 / r.end_to_end_gen if r.end_to_end_gen else 0.0  # the prompt's prefill in each generated token
+        for t, row, roof in ((r.prefill_s, p_val + [0.0] * len(d_val), _work_s(r, "prefill")),
+                             (r.decode_step_s, [v * share for v in p_val] + d_val,
+                              _work_s(r, "decode") + share * _work_s(r, "prefill"))):
+            if t:
+                eqs.append([v / t for v in row])  # relative error: each row divided by its time
+                rhs.append((t - roof) / t)
     if not eqs:
         return {}, {}
     x = nonnegative_lstsq(np.array(eqs), np.array(rhs))
@@ -163,7 +159,7 @@ def fit_class(rows: list[SpeedRow]) -> tuple[dict[str, float], dict[str, float]]
     return out
 
 
-def terms_from_fit(key: str, prefill: dict[str, float], decode: dict[str, float], provenance: str) -> dict:
+def terms_from_fit(prefill: dict[str, float], decode: dict[str, float], provenance: str) -> dict:
     """The YAML entry of one class (g4sim/evaluation/speed_classes.yaml), rounded to what the data supports."""
     fams_p = {k: round(v, 4) for k, v in prefill.items() if k not in ("layer_seconds", "expert_rows_at_peak")}
     fams_d = {k: round(v, 4) for k, v in decode.items() if k != "layer_seconds"}
@@ -350,7 +346,7 @@ def fit_runs(runs: list[Run], key: str, provenance: str) -> tuple[dict, list[dic
 
     mine = [r for r in runs if r.key == key]
     prefill, decode = fit_class([r.row for r in mine])
-    entry = terms_from_fit(key, prefill, decode, provenance)
+    entry = terms_from_fit(prefill, decode, provenance)
     scored = score(mine, engine_speed(key, entry))
     bands = bands_by_split(scored)
     entry["bands"] = bands["held-out"]

@@ -20,8 +20,7 @@ from typing import Any
 from g4sim.analytic.components import Category, Component, Location
 from g4sim.measure.components import PEAK_FIGURES, PEAK_TOLERANCE, component_peaks
 from g4sim.measure.split import SPLITS, row_spec, split_of, weight_format
-
-MiB = 1 << 20
+from g4sim.units import MiB
 
 TOLERANCES = {"param_bytes": 0.0, "kv_bytes": 0.0, "prefill_peak_bytes": 0.05,
               "prefill_tokens_per_s": 0.25, "decode_tokens_per_s": 0.25,

@@ -49,16 +49,15 @@ def capacity(req: Request, concurrency: int, output_tokens: int, prompt_tokens: 
     """``req.workload.ctx`` is the longest a sequence gets (prompt + soft tokens + output)."""
     limit = max_batch(req)
     batches = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, limit, concurrency) if 1 <= b <= max(limit, 1)})
-    points = []
-    for b in batches if limit else ():
-        s = _speed(req, b)
-        points.append(CapacityPoint(b, s.decode_tokens_per_s, s.decode_tokens_per_s_per_sequence, s.decode_bound))
+    speeds = {b: _speed(req, b) for b in (batches if limit else ())}
+    points = [CapacityPoint(b, s.decode_tokens_per_s, s.decode_tokens_per_s_per_sequence, s.decode_bound)
+              for b, s in speeds.items()]
     knee, reason = limit, "memory"
     for p in points:
         if p.decode_bound == "compute":
             knee, reason = p.batch, "compute-bound"
             break
-        step = _speed(req, p.batch).decode_step_bytes
+        step = speeds[p.batch].decode_step_bytes
         weights_only = _speed(req, p.batch, ctx=1).decode_step_bytes
         if step - weights_only >= weights_only:  # past here each added sequence costs its full KV read
             knee, reason = p.batch, "KV-bound"
@@ -69,7 +68,7 @@ def capacity(req: Request, concurrency: int, output_tokens: int, prompt_tokens: 
         t = _speed(req, concurrency, ctx=prompt_tokens or req.workload.ctx)
         per_request = t.prefill_seconds / concurrency + output_tokens / t.decode_tokens_per_s_per_sequence
         rps = concurrency / per_request
-    one = _speed(req, 1)
+    one = speeds.get(1) or _speed(req, 1)  # the class and band do not depend on the batch
     return Capacity(limit, knee, reason, concurrency, fits, tuple(points), rps, one.speed_class, one.band_text("decode"))
 
 
