@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +28,7 @@ from g4sim.engines import get_engine  # noqa: E402
 from g4sim.spec import FULL, SLIDING, TextSpec  # noqa: E402
 
 from g4sim.measure.gguf_files import add_gemma4_metadata  # noqa: E402  (one gemma4 GGUF metadata writer)
+from g4sim.measure.llamacpp import run_llamacpp  # noqa: E402
 
 S, F = SLIDING, FULL
 SPECS = {
@@ -140,8 +139,7 @@ _KV = re.compile(r"size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers.*K \((\w+
 def run_case(path: Path, n_ctx: int, n_ubatch: int, fa: bool, swa_full: bool, cache: str) -> list[dict]:
     args = {"path": str(path), "n_ctx": n_ctx, "n_ubatch": n_ubatch, "flash_attn": fa, "swa_full": swa_full,
             "type": GGML_TYPE[cache]}
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, timeout=300)
-    log = out.stdout + out.stderr
+    log = run_llamacpp(CHILD, args, timeout=300)
     rows = [dict(zip(("mib", "cells", "layers", "k_type", "k_mib", "v_type", "v_mib"), m.groups())) for m in _KV.finditer(log)]
     if not rows:
         raise RuntimeError(f"no KV lines in llama.cpp's log:\n{log[-3000:]}")

@@ -64,15 +64,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from g4sim.spec import TextSpec, get_variant  # noqa: E402  (the architecture facts only)
 
 from g4sim.measure.gguf_files import write_gguf  # noqa: E402  (one gemma4 GGUF layout)
-from g4sim.measure.llamacpp import CHILD_PREAMBLE, quantize  # noqa: E402  (one llama.cpp child, one quantizer)
+from g4sim.measure.llamacpp import CHILD_PREAMBLE, quantize, run_llamacpp  # noqa: E402  (one llama.cpp child, one quantizer)
 
 OUT_DIR = ROOT / "tests" / "data" / "llamacpp_loader"
 LLAMA_CPP_COMMIT = "0c1e57098"  # vendored by llama-cpp-python 0.3.36 (its CHANGELOG.md)
@@ -121,9 +119,7 @@ llama_cpp.llama_model_free(model)
 
 
 def run_child(args: dict, timeout: int = 1800) -> str:
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True,
-                         timeout=timeout)
-    return out.stdout + out.stderr
+    return run_llamacpp(CHILD, args, timeout)
 
 
 _MODEL_BUF = re.compile(r"load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB")

@@ -57,9 +57,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from g4sim.measure.gguf_files import add_gemma4_metadata, gguf_tensor_table, write_gguf  # noqa: E402,F401
-from g4sim.measure.llamacpp import CHILD_PREAMBLE, FTYPES as LLAMA_FTYPES  # noqa: E402
-from g4sim.spec import TextSpec, get_variant  # noqa: E402
+from g4sim.measure.gguf_files import write_gguf  # noqa: E402
+from g4sim.measure.llamacpp import CHILD_PREAMBLE, FTYPES as LLAMA_FTYPES, run_llamacpp  # noqa: E402
+from g4sim.spec import get_variant  # noqa: E402
 
 PIN = "0.3.36"  # newest llama-cpp-python on PyPI with gemma4 and llama_model_quantize_params.dry_run
 LLAMA_CPP_COMMIT = "0c1e57098"  # the llama.cpp commit llama-cpp-python 0.3.36 vendors (its CHANGELOG.md)
@@ -116,8 +116,7 @@ else:
 
 
 def run_child(args: dict) -> str:
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, timeout=600)
-    return out.stdout + out.stderr
+    return run_llamacpp(CHILD, args, timeout=600)
 
 
 _LINE = re.compile(r"\[\s*\d+/\s*(\d+)\]\s+(\S+)\s+- \[([\d, ]+)\], type =\s*(\w+), size =\s*([\d.]+) MiB"

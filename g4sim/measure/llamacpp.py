@@ -63,16 +63,21 @@ print(f"\nQUANTIZE_RC={rc}", flush=True)
 """
 
 
+def run_llamacpp(code: str, args: dict, timeout: float | None = None) -> str:
+    """Run ``code`` (``CHILD_PREAMBLE`` + a body) in a fresh Python with ``args``; its whole log, stdout then stderr."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+                          timeout=timeout)
+    return done.stdout + done.stderr
+
+
 def quantize(src: Path, dst: Path, fmt: str, threads: int = 2) -> None:
     """``llama_model_quantize`` of ``src`` into ``fmt`` (a real run, no imatrix) in a child process, so the
     quantizer's buffers never touch the caller's memory."""
-    import json
-
-    args = {"src": str(src), "dst": str(dst), "ftype": FTYPES[fmt], "threads": threads}
-    done = subprocess.run([sys.executable, "-c", _QUANTIZE, json.dumps(args)], capture_output=True, text=True)
-    if "QUANTIZE_RC=0" not in done.stdout:
-        raise RuntimeError(f"llama_model_quantize to {fmt} failed on {src.name}: "
-                           f"{(done.stdout + done.stderr).strip()[-3000:]}")
+    log = run_llamacpp(_QUANTIZE, {"src": str(src), "dst": str(dst), "ftype": FTYPES[fmt], "threads": threads})
+    if "QUANTIZE_RC=0" not in log:
+        raise RuntimeError(f"llama_model_quantize to {fmt} failed on {src.name}: {log.strip()[-3000:]}")
 
 
 def gguf_file(spec, model: str, fmt: str, seed: int = 0, threads: int = 2) -> Path:

@@ -18,7 +18,6 @@ held-out rows are scored afterwards through ``predict`` itself, the path ``g4sim
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,10 +174,6 @@ def band(errors: list[float]) -> dict:
         return {"median": None, "p90": None, "n": 0}
     e = sorted(abs(x) for x in errors)
     return {"median": round(float(np.median(e)), 4), "p90": round(float(np.percentile(e, 90)), 4), "n": len(e)}
-
-
-def relative_error(predicted: float, measured: float) -> float:
-    return (predicted - measured) / measured if measured else math.nan
 
 
 # ---- the runs: measured here, and published ---------------------------------------------------
