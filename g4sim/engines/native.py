@@ -34,8 +34,9 @@ from g4sim.spec import FULL, SLIDING, TextSpec
 DEQUANT_BYTES_PER_ELEMENT = {"int8": 8, "int4": 12}
 # On a CPU, g4sim.model.quant multiplies through torch's packed kernels (_weight_int8pack_mm,
 # _weight_int4pack_mm_for_cpu) up to these rows per matmul: no dequantized copy.  Above them it dequantizes
-# one matrix into a bf16 GEMM: int8 a bf16 copy of the codes (2 B per element) beside the GEMM's output and
-# its scaled copy; int4 unpacks its kernel layout (nibbles, fp32, bf16 and the concatenated tail: 9 B at most).
+# one matrix into a bf16 GEMM: int8 a bf16 copy of the codes (2 B per element; measured 2.0), int4 unpacks its
+# kernel layout (nibbles, fp32, bf16 and the concatenated tail: 9 B at most; measured 8.1-8.6).  The GEMM's
+# output is the layer's activation, priced with it.  tests/test_model_quant.py measures both.
 PACKED_MAX_ROWS = {"int8": 16, "int4": 1024}
 CPU_DEQUANT_BYTES_PER_ELEMENT = {"int8": 2, "int4": 9}
 
@@ -52,8 +53,7 @@ def cpu_dequant_bytes(t: TextSpec, rows: int, bits: int, a: int) -> tuple[int, s
         return extra, f"packed {kind} kernel at {rows} rows (<= {PACKED_MAX_ROWS[kind]}): no dequantized copy" + (
             "; partial g128 groups add an input slice and a second output" if extra else "")
     per = CPU_DEQUANT_BYTES_PER_ELEMENT[kind]
-    out = (2 * rows * largest.rows * a) if kind == "int8" else 0  # GEMM output and its scaled copy
-    return largest.rows * largest.cols * per + out, (
+    return largest.rows * largest.cols * per, (
         f"{rows} rows > {PACKED_MAX_ROWS[kind]}: largest matrix {largest.rows * largest.cols:,} elements x {per} B "
         "dequantized for a bf16 GEMM")
 
