@@ -66,3 +66,43 @@ def test_one_colour_per_series_and_engine_and_format_in_every_title():
             t.name or "" for t in fig.data)
         assert any(e in text for e in ("llamacpp", "vllm", "auto")), fig.layout.title.text
         assert any(q in text for q in r.quants) or "Fit matrix" in fig.layout.title.text
+
+
+def _band_case(device: str):
+    """A llamacpp q4_k_m report on one device, its Evaluation, and its decode-vs-batch trace."""
+    from g4sim.evaluation import evaluate
+    from g4sim.hardware import get_profile
+    from g4sim.outputs.report import ReportRequest, build_html, request, throughput_vs_batch
+    from g4sim.spec import get_variant
+
+    r = ReportRequest("t", (get_variant("26b-a4b"),), (get_profile(device),), quants=("q4_k_m",), engine="llamacpp")
+    e = evaluate(request(r, r.models[0], "q4_k_m", r.devices[0]))
+    trace = next(t for t in throughput_vs_batch(r).data if "predicted" in t.name)
+    return e, build_html(r), trace
+
+
+@pytest.mark.parametrize("device, cls", [("rtx4090", "llamacpp/cuda"), ("desktop-ddr5", "llamacpp/cpu-x86")])
+def test_calibrated_speeds_carry_their_held_out_band(device, cls):
+    from g4sim.evaluation.speed import speed_classes
+
+    e, text, trace = _band_case(device)
+    assert e.speed.calibrated and e.speed.speed_class == cls
+    assert e.speed.bands == dict(speed_classes()[cls].bands)  # the class's held-out band, as fitted
+    for phase in ("prefill", "decode"):
+        b = e.speed.bands[phase]
+        assert b["n"] > 0
+        band = f"held-out error for {cls}: median {b['median']:.0%}, p90 {b['p90']:.0%}, n={b['n']}"
+        assert f"<td class='band'>{band}</td>" in text  # beside its tok/s in the verdict table
+    p90 = e.speed.bands["decode"]["p90"]
+    assert trace.error_y.type == "percent" and trace.error_y.value == p90 * 100
+    assert f"± p90 {p90:.0%} ({cls})" in trace.name and f"p90 {p90:.0%}" in trace.hovertemplate
+    assert cls in trace.hovertemplate
+
+
+def test_uncalibrated_speeds_say_so_and_draw_no_band():
+    e, text, trace = _band_case("mi300x")
+    assert not e.speed.calibrated and e.speed.speed_class == "llamacpp/rocm"
+    assert text.count("<td class='band'>no error band: no fitted speed terms for llamacpp/rocm</td>") == 2
+    assert "held-out error for" not in text
+    assert trace.error_y.type is None and trace.error_y.value is None
+    assert "uncalibrated" in trace.name and "no error band" in trace.hovertemplate

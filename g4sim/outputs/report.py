@@ -1,8 +1,10 @@
 """Self-contained HTML reports (plotly, JavaScript embedded: opens offline).
 
-The capacity report: a verdict table, memory vs context per weight format (stacked by component,
-with each device's budget), a fit matrix (model x format x device, colour = headroom), the largest
-context and batch per device, and decode throughput vs batch (only batches that fit) beside its
+The capacity report: a verdict table (each predicted speed beside its error band: the held-out
+error of its engine/backend class, or "no error band" where uncalibrated), memory vs context per
+weight format (stacked by component, with each device's budget), a fit matrix (model x format x
+device, colour = headroom), the largest context and batch per device, and decode throughput vs batch
+(only batches that fit; error bars of ± the class's held-out p90 where it has one) beside its
 roofline — every number from ``g4sim.evaluation.evaluate`` / ``fit``, the calls ``plan`` makes.
 Each series has one colour in every subplot and in the legend (``_colors``), and every chart's
 title names the engine and format.  The validation report holds predicted vs measured.  Written
@@ -180,17 +182,28 @@ def throughput_vs_batch(r: ReportRequest):
             continue
         engines.add(req.engine.name)
         speeds = [evaluate(req.with_workload(batch=b)).speed for b in batches]
-        fig.add_trace(go.Scatter(x=batches, y=[s.decode_tokens_per_s for s in speeds],
-                                 name=f"{dev.name} ({req.engine.name}) predicted", mode="lines+markers",
-                                 line={"color": colors[dev.name]}, marker={"color": colors[dev.name]},
-                                 legendgroup=dev.name))
+        speed = speeds[0]  # the same class, so the same band, at every batch
+        band = speed.bands.get("decode") if speed.calibrated else None
+        p90 = band["p90"] if band and band["n"] else None
+        tag = (f"± p90 {p90:.0%} ({speed.speed_class})" if p90 is not None
+               else "fitted, no held-out band" if speed.calibrated else "uncalibrated")
+        name = f"{dev.name} ({req.engine.name}) predicted, {tag}"
+        fig.add_trace(go.Scatter(x=batches, y=[s.decode_tokens_per_s for s in speeds], name=name,
+                                 mode="lines+markers", line={"color": colors[dev.name]},
+                                 marker={"color": colors[dev.name]}, legendgroup=dev.name,
+                                 error_y=None if p90 is None else {"type": "percent", "value": p90 * 100,
+                                                                   "color": colors[dev.name]},
+                                 hovertemplate=f"batch %{{x}}: %{{y:,.1f}} tok/s<br>"
+                                               f"{html.escape(speed.band_text('decode'))}"
+                                               f"<extra>{html.escape(name)}</extra>"))
         fig.add_trace(go.Scatter(x=batches, y=[s.decode_tokens_per_s_roofline for s in speeds],
                                  name=f"{dev.name} roofline", mode="lines", legendgroup=dev.name,
                                  line={"dash": "dot", "color": colors[dev.name]}))
     fig.update_xaxes(type="log", title="concurrent sequences (batch; only batches that fit)")
     fig.update_yaxes(type="log", title="aggregate decode tokens/s")
     fig.update_layout(title=f"Decode throughput vs batch: {spec.name} · {quant} · {'/'.join(sorted(engines)) or '-'} "
-                            f"at {format_context(ctx)} (predicted, with the roofline bound)", height=440)
+                            f"at {format_context(ctx)} (predicted, ± its class's held-out p90 where it has one; "
+                            "with the roofline bound)", height=440)
     return fig
 
 
@@ -202,16 +215,20 @@ def _verdicts(r: ReportRequest) -> str:
                 req = request(r, spec, quant, dev)
                 if not isinstance(req, Request):
                     rows.append(f"<tr><td>{spec.name}</td><td>{quant}</td><td>-</td><td>{dev.name}</td>"
-                                f"<td class='no'>cannot run</td><td colspan=4>{html.escape(req)}</td></tr>")
+                                f"<td class='no'>cannot run</td><td colspan=6>{html.escape(req)}</td></tr>")
                     continue
                 e: Evaluation = evaluate(req)
                 cls = {"fits": "ok", "tight": "tight", "does_not_fit": "no"}[e.verdict.value]
                 rows.append(f"<tr><td>{spec.name}</td><td>{quant}</td><td>{req.engine.name}</td><td>{dev.name}</td>"
                             f"<td class='{cls}'>{e.verdict.value.replace('_', ' ')}</td>"
                             f"<td>{format_bytes(e.needed_bytes)}</td><td>{format_bytes(e.budget_bytes)}</td>"
-                            f"<td>{e.speed.prefill_tokens_per_s:,.0f}</td><td>{e.speed.decode_tokens_per_s:,.1f}</td></tr>")
+                            f"<td>{e.speed.prefill_tokens_per_s:,.0f}</td>"
+                            f"<td class='band'>{html.escape(e.speed.band_text('prefill'))}</td>"
+                            f"<td>{e.speed.decode_tokens_per_s:,.1f}</td>"
+                            f"<td class='band'>{html.escape(e.speed.band_text('decode'))}</td></tr>")
     return ("<table><tr><th>model</th><th>weights</th><th>engine</th><th>device</th><th>verdict</th><th>needs</th>"
-            "<th>budget</th><th>prefill tok/s</th><th>decode tok/s</th></tr>" + "".join(rows) + "</table>")
+            "<th>budget</th><th>prefill tok/s</th><th class='band'>prefill error band</th><th>decode tok/s</th>"
+            "<th class='band'>decode error band</th></tr>" + "".join(rows) + "</table>")
 
 
 def _assumptions(r: ReportRequest) -> str:
@@ -251,7 +268,7 @@ header{background:#1f2937;color:#fff;padding:24px 40px} header h1{margin:0;font-
 main{padding:24px 40px;max-width:1400px} section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:16px;margin:0 0 20px}
 h2{font-size:18px;margin:0 0 8px} table{border-collapse:collapse;font-size:14px} th,td{padding:4px 12px;text-align:right;border-bottom:1px solid #eee}
 th:nth-child(-n+3),td:nth-child(-n+3){text-align:left} td.ok{color:#1e8449;font-weight:600} td.no{color:#c0392b;font-weight:600} td.tight{color:#b7950b;font-weight:600}
-li{margin:4px 0;font-size:14px} .note{color:#666;font-size:13px}
+.band{text-align:left;color:#555;font-size:12px} li{margin:4px 0;font-size:14px} .note{color:#666;font-size:13px}
 """
 
 
@@ -281,9 +298,11 @@ def build_html(r: ReportRequest) -> str:
     engine = r.engine or "auto"
     body = (f"<section><h2>Verdicts at {format_context(r.ctx)} context, batch {r.batch}, engine {engine}, "
             f"margin {html.escape(r.margin.describe())}</h2>{_verdicts(r)}"
-            "<p class='note'>Memory is computed by g4sim's analytic model; speeds are predicted from the hardware "
-            "profiles (see assumptions). Nothing on this page is measured: predicted vs measured is in the "
-            "validation report (<code>g4sim validate --report FILE</code>).</p></section>"
+            "<p class='note'>Memory is computed by g4sim's analytic model; speeds are predicted (fitted speed terms "
+            "of the engine/backend class where it has some, else the hardware profiles' efficiencies; see "
+            "assumptions), each beside its error band: the held-out error of that class. Nothing on this page is "
+            "measured: predicted vs measured is in the validation report "
+            "(<code>g4sim validate --report FILE</code>).</p></section>"
             + _figures_html(figures(r)) + f"<section><h2>Assumptions</h2>{_assumptions(r)}</section>")
     return _page(r.title, r.description, body)
 
