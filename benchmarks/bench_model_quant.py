@@ -3,8 +3,8 @@ same config, same weights, side by side in one run on this CPU.
 
 Real-width, reduced-depth E2B (4 layers) and 26B-A4B (2 layers: one sliding, one full), 2 threads.  Each
 implementation / format runs in its own process: prefill tokens/s, decode tokens/s, decode ms per token
-spent in the decoder (the step minus the bf16 LM head, which every format keeps in bf16 and which dominates
-a reduced-depth decode step) and peak resident memory (VmHWM above the pre-model baseline, from after the
+spent in the decoder (the step minus the LM head: bf16 in the bf16 run, the tied table int8 per row in both
+quantized formats; at reduced depth it is about half a bf16 step) and peak resident memory (VmHWM above the pre-model baseline, from after the
 warm-up through prefill and decode).  Ratios: each format against g4sim bf16; g4sim bf16 against
 transformers bf16.
 
@@ -48,7 +48,7 @@ def child(impl: str, fmt: str, ckpt: str, prompt: int, decode: int, threads: int
             drop_mapped_pages(ckpt)
         logits = model.logits
 
-        def timed_logits(hidden):  # the LM head's share of a step (bf16 in every format)
+        def timed_logits(hidden):  # the LM head's share of a step
             start = time.perf_counter()
             out = logits(hidden)
             head[0] += time.perf_counter() - start

@@ -117,3 +117,20 @@ def test_generate_command_prints_the_reference_tokens(pair, tmp_path, capsys):
         main(["generate", "--checkpoint", str(tmp_path), "--prompt-ids", "3,14,15", "--max-new-tokens", "5"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == ",".join(map(str, expected[0, 3:].tolist()))
+
+
+@pytest.mark.parametrize("heads,kv_heads,keys", [(8, 1, 513), (16, 8, 2500), (4, 2, 1024)])
+def test_decode_attention_equals_the_flash_kernel(heads, kv_heads, keys):
+    """The decode path (fp32 scores over blocks of keys, GQA without expanding K/V) against torch's own
+    scaled_dot_product_attention in fp32 on the same bf16 inputs; 2500 keys cross DECODE_KEY_BLOCK twice."""
+    import torch.nn.functional as F
+
+    from g4sim.model.model import DECODE_KEY_BLOCK, decode_attention
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, heads, 1, 64, generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(2, kv_heads, keys, 64, generator=g).to(torch.bfloat16) for _ in range(2))
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=1.0, enable_gqa=True)
+    got = decode_attention(q, k, v)
+    assert got.dtype == torch.bfloat16 and (keys > DECODE_KEY_BLOCK) == (keys == 2500)
+    torch.testing.assert_close(got.float(), want, rtol=0, atol=2 ** -7)  # one bf16 rounding of values below 1

@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from g4sim.analytic import weight_bytes_by_component  # noqa: E402
+from g4sim.engines import get_engine  # noqa: E402
 from g4sim.model import Gemma4ForCausalLM, parameter_bytes  # noqa: E402
 from g4sim.model.quant import quantize_weights  # noqa: E402
 from g4sim.spec import VARIANTS  # noqa: E402
@@ -23,7 +24,10 @@ def test_quantized_bytes_equal_analytic(name, fmt):
     model = quantize_weights(Gemma4ForCausalLM.from_spec(spec, dtype=torch.bfloat16), fmt)
     from g4sim.spec import ModelSpec
 
-    predicted = sum(weight_bytes_by_component(ModelSpec("x", spec), fmt).values())
+    engine = get_engine("g4sim")  # the formats' bytes, with the tied head int8 per row (G4simEngine.head_quant)
+    predicted = sum(t.bytes for t in engine.weight_terms(ModelSpec("x", spec), fmt, vision=False, audio=False))
+    table = spec.vocab_size * spec.hidden_size
+    assert predicted - sum(weight_bytes_by_component(ModelSpec("x", spec), fmt).values()) == table + 4 * spec.vocab_size - 2 * table
     # layer_scalar buffers (one element per layer) are not weights the formats price
     layer_scalars = sum(b.nbytes for n, b in model.named_buffers() if n.endswith("layer_scalar"))
     assert parameter_bytes(model) - layer_scalars == predicted
@@ -101,7 +105,7 @@ MOE = {"hidden_size": 64, "num_layers": 3, "sliding_window": 8, "num_heads": 4, 
 def _dequantized_reference(model, quantized):
     """``model`` with every quantized weight replaced by its dequantized value: the same arithmetic the
     packed kernels should do, done by plain bf16 matmuls."""
-    from g4sim.model.quant import QuantExperts, QuantLinear
+    from g4sim.model.quant import QuantEmbedding, QuantExperts, QuantLinear
 
     with torch.no_grad():
         plain = dict(model.named_modules())
@@ -109,6 +113,8 @@ def _dequantized_reference(model, quantized):
             m = plain.get(name)
             if isinstance(qm, QuantLinear):
                 m.weight.copy_(qm.weight_q.weight())
+            elif isinstance(qm, QuantEmbedding):  # the tied table: lookups and the LM head
+                m.weight.copy_(qm.table.weight())
             elif isinstance(qm, QuantExperts):
                 m.gate_up_proj.copy_(qm.gate_up_q.weight())
                 m.down_proj.copy_(qm.down_q.weight())

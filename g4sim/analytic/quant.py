@@ -148,6 +148,11 @@ class QuantFormat:
             return 0  # only GGUF files store it
         if t.kind in ("norm", "router", "token_embd", "ple_table", "other") or self._full_precision:
             return t.numel * self.high_precision_bytes
+        return self.linear_bytes(t)
+
+    def linear_bytes(self, t: Tensor) -> int:
+        """``t`` stored as this format stores a Linear weight (non-GGUF, non-MLX formats): the payload plus a
+        scale (and zero) per group, or per output row."""
         payload = Fraction(t.numel) * self.linear_bits / 8
         if self.group_size:
             groups = t.rows * -(-t.cols // self.group_size) * t.count

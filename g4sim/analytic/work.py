@@ -113,11 +113,14 @@ def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1, share
 
 
 @lru_cache(maxsize=256)
-def _weight_bytes_by_layer(spec: ModelSpec, quant: str, file=None) -> tuple[dict[int, tuple[int, int]], int, int]:
+def _weight_bytes_by_layer(spec: ModelSpec, quant: str, file=None,
+                           head_quant: str | None = None) -> tuple[dict[int, tuple[int, int]], int, int]:
     """(per layer: dense bytes, bytes of ONE expert), LM-head bytes, global non-table bytes.
 
     ``file``: a ``g4sim.weightfiles.WeightFile`` whose text tensors' stored bytes replace the
     spec's priced ones (tower tensors are not read per step; the PLE table is read a row per token).
+    ``head_quant``: the format an engine stores the tied embedding / LM head in as a Linear weight, when
+    it is not what ``quant`` prices (``Engine.head_quant``).
     """
     if file is not None:
         return _file_bytes_by_layer(spec, file)
@@ -125,7 +128,8 @@ def _weight_bytes_by_layer(spec: ModelSpec, quant: str, file=None) -> tuple[dict
     lm_head = glob = 0
     for x, b in priced_tensors(spec, quant):
         if x.kind == "token_embd":
-            lm_head += b  # tied: the whole table is read as the LM head every step
+            # tied: the whole table is read as the LM head every step
+            lm_head += get_quant(head_quant).linear_bytes(x) if head_quant else b
         elif x.kind == "ple_table":
             continue  # one row per token, counted separately
         elif x.layer < 0:
@@ -157,11 +161,11 @@ def _file_bytes_by_layer(spec: ModelSpec, file) -> tuple[dict[int, tuple[int, in
 
 
 def decode_step_bytes(spec: ModelSpec, ctx: int, batch: int, quant: str, kv_dtype: str,
-                      kv_cells: Callable[[int, int], int], file=None) -> float:
+                      kv_cells: Callable[[int, int], int], file=None, head_quant: str | None = None) -> float:
     """Bytes moved by one decode step of ``batch`` sequences whose caches hold ``ctx`` positions
-    (``file``: the exact weight file, whose stored bytes are read)."""
+    (``file``: the exact weight file, whose stored bytes are read; ``head_quant``: see _weight_bytes_by_layer)."""
     t = spec.text
-    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant, file)
+    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant, file, head_quant)
     experts_hit = expected_distinct_experts(t.num_experts, t.top_k_experts, batch) if t.enable_moe_block else 0.0
     weights = glob + lm_head + sum(d + experts_hit * e for d, e in per_layer.values())
     row = get_quant(quant).high_precision_bytes if get_quant(quant).family != "gguf" else 2
@@ -189,6 +193,6 @@ def decode_step_flop(spec: ModelSpec, ctx: int, batch: int) -> float:
     return flop + batch * 2.0 * t.hidden_size * t.vocab_size
 
 
-def prefill_weight_bytes(spec: ModelSpec, quant: str, file=None) -> float:
-    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant, file)
+def prefill_weight_bytes(spec: ModelSpec, quant: str, file=None, head_quant: str | None = None) -> float:
+    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant, file, head_quant)
     return glob + lm_head + sum(d + spec.text.num_experts * e for d, e in per_layer.values())

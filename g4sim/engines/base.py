@@ -281,6 +281,11 @@ class Engine:
     def placement(self, component: Component) -> Location:
         return self.ple_location if component is Component.PLE_TABLE else Location.ACCELERATOR
 
+    def head_quant(self, t: TextSpec, quant: str) -> str | None:
+        """The format this engine stores the tied embedding / LM head in as a Linear weight, where it is not
+        what ``quant`` prices (None: as priced).  The speed model reads that many bytes per step."""
+        return None
+
     def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool,
                      file: WeightFile | None = None) -> list[MemoryTerm]:
         """Weight bytes per component and where they live; with ``file``, the file's tensors as stored."""

@@ -232,12 +232,15 @@ def logits_region_bytes(t: TextSpec, m: int, batch: int, a: int) -> int:
 
 
 @lru_cache(maxsize=4096)  # activation_terms and region_workspaces of one workload share it; searches repeat
-def prefill_phases(t: TextSpec, *, chunk: int, ctx: int, batch: int, a: int, kept: int | None) -> tuple[Phase, ...]:
+def prefill_phases(t: TextSpec, *, chunk: int, ctx: int, batch: int, a: int, kept: int | None,
+                   lookup: int = 0) -> tuple[Phase, ...]:
     """Every step of one prefill chunk of ``chunk`` tokens (``TextModel.forward`` and
     ``Gemma4ForCausalLM.logits``), in order: hidden-size tensors live at the step, the chunk's other
     live tensors, PLE inputs, and the step's own peak.  ``kept``: positions whose logits are computed (None:
     all); KV-shared layers run for those only.  Chunks after the first attend over the window's last
-    positions (sliding) or the whole prefix (full): kv_len is the last chunk's, as the base rule has it."""
+    positions (sliding) or the whole prefix (full): kv_len is the last chunk's, as the base rule has it.
+    ``lookup``: bytes per element of an embedding lookup's temporary beside its result (an int8 table's fp32
+    rows, ``QuantEmbedding``; 0 for a 16/32-bit table)."""
     c, h, B = chunk, t.hidden_size, batch
     m = c if kept is None else min(kept, c)
     H = B * c * h * a
@@ -245,7 +248,8 @@ def prefill_phases(t: TextSpec, *, chunk: int, ctx: int, batch: int, a: int, kep
     add = lambda step, hidden, extra, ple, region, ws, note="": out.append(  # noqa: E731
         Phase(step, hidden, extra, ple, region, ws, note))
     # TextModel.forward: x = self.embed_tokens(ids) * scale (the lookup, then its scaled copy beside it)
-    add("embed_tokens", 0, 0, 0, Component.TOKEN_EMBEDDING, H, "the lookup")
+    add("embed_tokens", 0, 0, 0, Component.TOKEN_EMBEDDING, H + B * c * h * lookup,
+        "the lookup" + (" (int8 rows x fp32 scales, then cast)" if lookup else ""))
     add("embedding scale", 2 * H, 0, 0, None, 0)
     ple = 0
     if t.has_ple:
@@ -349,6 +353,21 @@ class G4simEngine(Engine):
         return super().memory(w, device_kind) if cpu == self.packed_cpu_kernels else \
             replace(self, packed_cpu_kernels=cpu).memory(w, device_kind)
 
+    def head_quant(self, t: TextSpec, quant: str) -> str | None:
+        """g4sim.model.quant stores the tied embedding int8 per row in both weight-only formats (the LM head)."""
+        return "int8" if get_quant(quant).family == "int" and t.tie_word_embeddings else None
+
+    def weight_terms(self, spec, quant: str, *, vision: bool, audio: bool, file=None) -> list[MemoryTerm]:
+        terms = super().weight_terms(spec, quant, vision=vision, audio=audio, file=file)
+        head = self.head_quant(spec.text, quant)
+        if head is None or file is not None:
+            return terms
+        table = next(x for x in text_tensors(spec.text) if x.component == "token_embedding")
+        return [replace(term, bytes=get_quant(head).linear_bytes(table),
+                        source=f"{head} per row (g4sim.model.quant.QuantEmbedding: the tied LM head, "
+                               "looked up row by row)")
+                if term.component is Component.TOKEN_EMBEDDING else term for term in terms]
+
     def __post_init__(self) -> None:
         if self.prefill_chunk is not None and self.prefill_chunk < 1:
             raise EngineError(f"--chunk {self.prefill_chunk} must be a positive number of tokens")
@@ -410,7 +429,8 @@ class G4simEngine(Engine):
         """Every step of one prefill chunk of g4sim's model, in order, with what is live at its peak."""
         return prefill_phases(t, chunk=min(ctx, self.chunk_tokens(ctx)), ctx=ctx, batch=batch,
                               a=activation_bytes_per_element(quant),
-                              kept=min(self.logits_kept, ctx) if self.logits_kept else None)
+                              kept=min(self.logits_kept, ctx) if self.logits_kept else None,
+                              lookup=4 if self.head_quant(t, quant) else 0)
 
     # ---- commands ---------------------------------------------------------------------
     def launch_command(self, w: Workload, gpus: int, device) -> str:

@@ -195,9 +195,10 @@ def work(engine: Engine, w: Workload, kept: int = 1) -> tuple[float, float, floa
     expert = (prefill_expert_flop(spec, w.ctx, w.batch, shared_all) / expert_rows(spec, w.batch * chunk)
               if spec.text.enable_moe_block else 0.0)
     kv_cells = lambda layer, ctx: engine.kv_cells(spec.text, layer, ctx)  # noqa: E731
-    return (prefill_flop(spec, w.ctx, w.batch, kept, shared_all), expert, prefill_weight_bytes(spec, w.quant, w.file),
-            decode_step_flop(spec, w.ctx, w.batch),
-            decode_step_bytes(spec, w.ctx, w.batch, w.quant, w.kv_dtype, kv_cells, w.file))
+    head = engine.head_quant(spec.text, w.quant)
+    return (prefill_flop(spec, w.ctx, w.batch, kept, shared_all), expert,
+            prefill_weight_bytes(spec, w.quant, w.file, head), decode_step_flop(spec, w.ctx, w.batch),
+            decode_step_bytes(spec, w.ctx, w.batch, w.quant, w.kv_dtype, kv_cells, w.file, head))
 
 
 def allreduce_seconds(hidden: int, layers: int, gpus: int, tokens: int, link_bytes_per_s: float,

@@ -67,7 +67,6 @@ def engine_for_impl(impl: str, chunk: int | None, ctx: int):
 def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str] | None = None) -> list[Check]:
     """Every figure of one measured row against the analytic model.  ``calibration_models`` overrides the
     frozen split (a live profile of a model no split names counts as in-sample for those models)."""
-    from g4sim.analytic import weight_bytes_by_component
     from g4sim.engines import Workload, estimate_memory, get_engine
     from g4sim.evaluation.speed import predict
     from g4sim.hardware import get_profile
@@ -96,7 +95,7 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
         logged_kv = sum(round(t.bytes / MiB, 2) * MiB for t in memory.terms_in(Category.KV_CACHE))  # per cache
         out.append(Check(index, label, "kv_bytes", logged_kv, float(row["kv_bytes"]), 0.0, calib))
     else:
-        weights = sum(weight_bytes_by_component(spec, fmt).values())
+        weights = sum(t.bytes for t in engine.weight_terms(spec, fmt, vision=False, audio=False))  # as it stores them
         scalars = spec.text.num_layers * (4 if fmt == "fp32" else 2)  # layer_scalar buffers, not priced weights
         out.append(Check(index, label, "param_bytes", weights, float(row["param_bytes"]) - scalars, 0.0, calib))
         kv = "fp32" if fmt == "fp32" else "bf16"  # g4sim's cache takes the model's dtype

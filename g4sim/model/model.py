@@ -8,9 +8,10 @@ branch beside 128 routed experts), layer scalars and the final logit softcap.  P
 mirror HF checkpoints so loading is a straight mapping (``checkpoint.py``).
 
 Memory choices (priced step by step by the "g4sim" engine in ``g4sim/engines/native.py``): a preallocated
-``KVCache``; attention is one ``scaled_dot_product_attention`` call with ``enable_gqa`` (no K/V
-expansion); prefill is chunked; KV-shared layers run only for the positions whose logits are kept
-(they write no cache, so nothing else needs them); logits are computed for the kept positions only.
+``KVCache``; prefill attention is one ``scaled_dot_product_attention`` call with ``enable_gqa`` (no K/V
+expansion), decode attention two fp32 matmuls over blocks of keys (``decode_attention``); prefill is
+chunked; KV-shared layers run only for the positions whose logits are kept (they write no cache, so
+nothing else needs them); logits are computed for the kept positions only.
 """
 
 from __future__ import annotations
@@ -59,6 +60,35 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos[None, :, None, :] + rotated * sin[None, :, None, :]
 
 
+# Decode attention (every key visible) as fp32 scores, softmax and a weighted sum, over blocks of this many keys:
+# on a 2-thread CPU, torch 2.13's flash kernel takes ~0.9 ms for one bf16 query over 512 keys (1 KV head, dim 256)
+# and ~58 ms over 32k; these matmuls take ~0.1 ms and ~6 ms (benchmarks/bench_model_quant.py shows the effect).
+DECODE_KEY_BLOCK = 1024
+# ... while the fp32 scores and probabilities (batch x heads x queries x keys x 4 B, each) stay under this; longer
+# contexts take the flash kernel, which holds no scores.
+DECODE_SCORES_BYTES = 64 * 2**20
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T) v with every key visible, in fp32 (scale 1: the q / k norms scale), for GQA without expanding
+    K / V: q [B, H, S, D], keys / values [B, KV, n, D] -> [B, H, S, D] in q's dtype.  Queries of one KV head are
+    grouped into one matrix; each block of keys is converted to fp32 on its own (no fp32 copy of the cache)."""
+    B, H, S, D = q.shape
+    kv, n = keys.shape[1], keys.shape[2]
+    qg = q.reshape(B, kv, H // kv * S, D).float()
+    scores = torch.empty(B, kv, qg.shape[2], n, dtype=torch.float32, device=q.device)
+    for begin in range(0, n, DECODE_KEY_BLOCK):
+        block = slice(begin, begin + DECODE_KEY_BLOCK)
+        torch.matmul(qg, keys[:, :, block].float().transpose(-1, -2), out=scores[..., block])
+    probs = torch.softmax(scores, dim=-1)
+    out = None
+    for begin in range(0, n, DECODE_KEY_BLOCK):
+        block = slice(begin, begin + DECODE_KEY_BLOCK)
+        part = torch.matmul(probs[..., block], values[:, :, block].float())
+        out = part if out is None else out.add_(part)
+    return out.to(q.dtype).reshape(B, H, S, D)
+
+
 class Attention(nn.Module):
     def __init__(self, t: TextSpec, layer: int):
         super().__init__()
@@ -102,8 +132,11 @@ class Attention(nn.Module):
             shared[kind] = (keys, values, kv_pos)  # the last owner of each type serves the shared layers
         else:
             keys, values, kv_pos = shared[kind]
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, scale=1.0, enable_gqa=True,
-                                             **self._mask(positions, kv_pos))
+        mask, q = self._mask(positions, kv_pos), q.transpose(1, 2)
+        if not mask and B * self.num_heads * S * keys.shape[2] * 4 <= DECODE_SCORES_BYTES:
+            out = decode_attention(q, keys, values)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, scale=1.0, enable_gqa=True, **mask)
         return self.o_proj(out.transpose(1, 2).reshape(B, S, -1))
 
 
@@ -251,8 +284,8 @@ class TextModel(nn.Module):
         With keep == 0 (an intermediate prefill chunk) the KV-shared layers are skipped: they
         write no cache, so no later step needs their output.
         """
-        t, w = self.spec, self.embed_tokens.weight
-        x = self.embed_tokens(ids) * torch.tensor(t.hidden_size ** 0.5, dtype=w.dtype)
+        t, dtype = self.spec, self.norm.weight.dtype  # the model's dtype (a quantized embedding has no weight)
+        x = self.embed_tokens(ids) * torch.tensor(t.hidden_size ** 0.5, dtype=dtype)
         ple = self.per_layer_inputs(ids, x) if t.has_ple else None
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)
         ropes = {kind: self.rope(kind, positions, x.dtype) for kind in ("sliding", "full") if hasattr(self, f"inv_freq_{kind}")}
@@ -309,12 +342,13 @@ class Gemma4ForCausalLM(nn.Module):
 
     # ---- inference -------------------------------------------------------------------
     def new_cache(self, batch: int, max_context: int) -> KVCache:
-        w = self.model.embed_tokens.weight
+        w = self.model.norm.weight
         return KVCache(self.spec, batch, max_context, w.dtype, w.device)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        w = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(hidden, w).float()
+        head = self.model.embed_tokens if self.lm_head is None else self.lm_head
+        # a quantized tied embedding (g4sim.model.quant.QuantEmbedding) multiplies through its own kernel
+        logits = (head.as_head(hidden) if hasattr(head, "as_head") else F.linear(hidden, head.weight)).float()
         cap = self.spec.final_logit_softcapping
         return torch.tanh(logits / cap) * cap if cap else logits
 

@@ -1,11 +1,14 @@
 """Weight-only int8 (per output channel) and int4 (group-wise, two per byte) storage, so quantized
 memory is measured rather than assumed.
 
-Storage matches ``g4sim.analytic.quant`` exactly: int8 = 1 byte per weight + one fp32 scale per
-output row; int4-gN = half a byte per weight + a 16-bit scale and a 16-bit zero per group of N along
-the input dimension (a partial last group costs a whole group).  Quantized: attention and MLP
-projections and the routed experts; kept in the model dtype: embeddings, PLE table and projections,
-norms, router (as the analytic formats say).
+Storage matches what the "g4sim" engine prices (``g4sim.analytic.quant`` plus the engine's tied head,
+``G4simEngine.head_quant``) exactly: int8 = 1 byte per weight + one fp32 scale per output row; int4-gN =
+half a byte per weight + a 16-bit scale and a 16-bit zero per group of N along the input dimension (a
+partial last group costs a whole group).  Quantized: attention and MLP projections and the routed
+experts; kept in the model dtype: PLE table and projections, norms, router.  The tied embedding, which is
+also the LM head (read whole at every decode step: at reduced depth it was half a bf16 step), is stored
+int8 per row in both formats (``QuantEmbedding``): as gpt-fast quantizes its output Linear, and as
+llama.cpp's 4-bit mixes keep the tied output tensor at 6-8 bits.  A lookup dequantizes only its rows.
 
 On the CPU the matrix products run on torch's packed weight-only kernels, never on a dequantized copy:
 
@@ -275,14 +278,52 @@ class QuantExperts(Experts):
         return self.down_q.matmul(x, e)
 
 
+# Off the CPU kernel, the int8 head converts this many table elements to 16-bit at a time (8 MiB): a bound far
+# below the one quantized matrix the GPU rule dequantizes at once (``DEQUANT_BYTES_PER_ELEMENT``), so unpriced.
+HEAD_BLOCK_ELEMENTS = 2**22
+
+
+class QuantEmbedding(nn.Module):
+    """A tied embedding stored int8 per row (one fp32 scale per token): looked up row by row, and used whole as
+    the LM head through the packed int8 kernel (``QuantTensor`` int8: whatever the rows, never a dequantized copy
+    of the table)."""
+
+    def __init__(self, embedding: nn.Embedding):
+        super().__init__()
+        self.table = QuantTensor(embedding.weight.data, "int8")
+        self.dtype = embedding.weight.dtype
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.table.qweight[ids] * self.table.scale[ids, None]  # int8 x fp32 -> fp32, the lookup's rows only
+        return rows.to(self.dtype)
+
+    def as_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., H] @ table.T -> [..., V] in hidden's dtype."""
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        q, scale = self.table.qweight, self.table.scale
+        if self.table.int8_kernel and flat.device.type == "cpu":
+            out = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), q, scale.to(flat.dtype))
+        else:  # elsewhere: (x @ q.T) * scale over blocks of vocabulary rows, never a copy of the whole table
+            out = torch.empty(flat.shape[0], q.shape[0], dtype=flat.dtype, device=flat.device)
+            step = max(1, HEAD_BLOCK_ELEMENTS // q.shape[1])
+            for begin in range(0, q.shape[0], step):
+                block = slice(begin, begin + step)
+                torch.mul(F.linear(flat, q[block].to(flat.dtype)), scale[block].to(flat.dtype), out=out[:, block])
+        return out.reshape(*hidden.shape[:-1], -1)
+
+
 QUANT_FORMATS = ("int8", "int4-g128")
 
 
 @torch.no_grad()
 def quantize_weights(model: nn.Module, fmt: str) -> nn.Module:
-    """Replace the attention / MLP linears and expert banks of ``model`` in place."""
+    """Replace the attention / MLP linears and expert banks of ``model`` in place, and its tied embedding (the LM
+    head) by an int8 one."""
     if fmt != "int8" and not (fmt.startswith("int4-g") and fmt[6:].isdigit()):
         raise ValueError(f"weight format {fmt!r}; valid: int8, int4-gN (e.g. int4-g128)")
+    text = getattr(model, "model", None)
+    if getattr(model, "lm_head", 0) is None and isinstance(getattr(text, "embed_tokens", None), nn.Embedding):
+        text.embed_tokens = QuantEmbedding(text.embed_tokens)
     for module in list(model.modules()):
         if isinstance(module, (Attention, MLP)):
             for name, child in list(module.named_children()):
