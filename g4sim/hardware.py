@@ -103,6 +103,8 @@ class Efficiency:
     # Routed-expert GEMMs see only tokens x top_k / experts rows each; their efficiency is taken as
     # m / (m + expert_gemm_half_rows) of the dense one (0: no small-batch penalty; calibrated where measured)
     expert_gemm_half_rows: float = 0.0
+    # calibrated per weight-only format (int8, int4-gN: bf16 compute over packed weights), where measured
+    by_format: dict[str, tuple[float, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -341,17 +343,8 @@ def parse_profile(data: Any, path: Path, user_file: bool = False) -> HardwarePro
             raise _fail(path, f"efficiency.{key}", f"must be a fraction in (0, 1], got {value!r}")
     if not isinstance(eff.get("provenance"), str) or not eff["provenance"]:
         raise _fail(path, "efficiency.provenance", "must say where the efficiencies come from")
-    by_dtype = {}
-    for dtype, pair in (eff.get("by_dtype") or {}).items():
-        if dtype not in DTYPES or not isinstance(pair, dict):
-            raise _fail(path, f"efficiency.by_dtype.{dtype}", f"must be a dtype ({', '.join(DTYPES)}) mapping")
-        values = []
-        for key in ("prefill_compute", "decode_bandwidth"):
-            value = pair.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise _fail(path, f"efficiency.by_dtype.{dtype}.{key}", f"must be a fraction in (0, 1], got {value!r}")
-            values.append(float(value))
-        by_dtype[dtype] = (values[0], values[1])
+    by_dtype = _efficiency_pairs(path, eff, "by_dtype", DTYPES)
+    by_format = _efficiency_pairs(path, eff, "by_format", WEIGHT_ONLY_FORMATS)
     half_rows = eff.get("expert_gemm_half_rows", 0.0)
     if isinstance(half_rows, bool) or not isinstance(half_rows, (int, float)) or half_rows < 0:
         raise _fail(path, "efficiency.expert_gemm_half_rows", f"must be a number >= 0, got {half_rows!r}")
@@ -390,7 +383,7 @@ def parse_profile(data: Any, path: Path, user_file: bool = False) -> HardwarePro
         memory_bytes=int(data["memory_bytes"]), memory_bandwidth_bytes_per_s=float(data["memory_bandwidth_bytes_per_s"]),
         peak_flops=flops, unified_memory=data["unified_memory"],
         efficiency=Efficiency(float(eff["prefill_compute"]), float(eff["decode_bandwidth"]), eff["provenance"],
-                              by_dtype or None, float(half_rows)),
+                              by_dtype or None, float(half_rows), by_format or None),
         sources=tuple(data["sources"]), reserve=reserve, memory_type=data.get("memory_type", ""),
         interconnect=interconnect, host_link=host_link, usable_memory_fraction=float(frac),
         published=tuple(published), notes=data.get("notes", ""), provenance=provenance, cpu_features=cpu_features,
@@ -423,13 +416,34 @@ def _parse_cpu_features(block: Any, path: Path, user_file: bool) -> tuple[str | 
     return block["set"], FieldSource(kind, source)
 
 
+# weight-only formats g4sim's own model runs (bf16 compute over packed int weights): efficiency.by_format keys
+WEIGHT_ONLY_FORMATS = ("int8", "int4-g128")
+
+
+def _efficiency_pairs(path: Path, eff: dict, block: str, keys: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """efficiency.<block>.<key>.{prefill_compute, decode_bandwidth}, each a fraction in (0, 1]."""
+    out = {}
+    for name, pair in (eff.get(block) or {}).items():
+        if name not in keys or not isinstance(pair, dict):
+            raise _fail(path, f"efficiency.{block}.{name}", f"must be one of ({', '.join(keys)}), a mapping")
+        values = []
+        for key in ("prefill_compute", "decode_bandwidth"):
+            value = pair.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise _fail(path, f"efficiency.{block}.{name}.{key}", f"must be a fraction in (0, 1], got {value!r}")
+            values.append(float(value))
+        out[name] = (values[0], values[1])
+    return out
+
+
 def numeric_fields(data: dict) -> list[str]:
     """The dotted paths of every numeric figure a profile mapping has, in file order: each needs a provenance entry.
 
     memory_bytes, memory_bandwidth_bytes_per_s, peak_flops.<dtype>, interconnect / host_link
     .bandwidth_bytes_per_s_per_direction (where the link is given), usable_memory_fraction (where written),
     reserved.{driver,display,os}_bytes, efficiency.{prefill_compute,decode_bandwidth},
-    efficiency.by_dtype.<dtype>.{prefill_compute,decode_bandwidth} and efficiency.expert_gemm_half_rows (where written).
+    efficiency.by_dtype.<dtype>.{prefill_compute,decode_bandwidth}, efficiency.by_format.<format>.{...} and
+    efficiency.expert_gemm_half_rows (where written).
     ``published`` figures are not in it: each already carries its own source.
     """
     fields = ["memory_bytes", "memory_bandwidth_bytes_per_s"]
@@ -440,8 +454,9 @@ def numeric_fields(data: dict) -> list[str]:
     fields += [f"reserved.{key}" for key in RESERVE_FIGURES]
     eff = data.get("efficiency") or {}
     fields += [f"efficiency.{key}" for key in _EFFICIENCY_FIGURES]
-    for dtype in eff.get("by_dtype") or {}:
-        fields += [f"efficiency.by_dtype.{dtype}.{key}" for key in _EFFICIENCY_FIGURES]
+    for block in ("by_dtype", "by_format"):
+        for name in eff.get(block) or {}:
+            fields += [f"efficiency.{block}.{name}.{key}" for key in _EFFICIENCY_FIGURES]
     if "expert_gemm_half_rows" in eff:
         fields.append("efficiency.expert_gemm_half_rows")
     return fields

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CPU measurement campaign behind reports/measurements/ci-cpu-2core.csv (about 20 minutes on 2 cores).
+# The CPU measurement campaign of g4sim's own model behind reports/measurements/ci-cpu-2core__<this CPU>.csv
+# (about 20 minutes on 2 cores; then `g4sim calibrate --write` refits the profile's efficiencies, split v4).
 # Full-width, reduced-depth copies: e2b 10 layers (2 periods, 5 KV-shared), e4b 12 layers (2 periods,
 # 6 KV-shared), 26b-a4b and 31b 2 layers (one sliding + one full layer: fp32 must fit in 24 GiB).
 set -euo pipefail

@@ -26,7 +26,8 @@ from g4sim.measure.measurements import STORE_DIR
 
 @pytest.fixture(scope="module")
 def runs():
-    measured = speedfit.store_runs(STORE_DIR, "llamacpp")
+    measured = [r for impl in ("llamacpp", "transformers-sdpa", "transformers-eager")
+                for r in speedfit.store_runs(STORE_DIR, impl)]
     published, _ = speedfit.published_runs()
     return measured, published
 
@@ -52,7 +53,7 @@ def test_the_stored_bands_are_what_predict_gives(runs):
 def test_llamacpp_on_this_cpu_within_20_percent_on_held_out_rows(runs):
     """The issue's bar: E2B, E4B, 26B-A4B and 31B in Q4_K_M and Q8_0, prefill and decode, rows the fit did not see."""
     measured, _ = runs
-    scored, _ = speedfit.validate_shipped(measured)
+    scored, _ = speedfit.validate_shipped([r for r in measured if r.key.startswith("llamacpp/")])
     held = [s for s in scored if s["split"] == "held-out"]
     covered = {(s["label"].split("[")[0], s["label"].split()[1], s["phase"]) for s in held}
     assert covered == {(m, f, p) for m in ("e2b", "e4b", "26b-a4b", "31b") for f in ("q4_k_m", "q8_0")
@@ -74,6 +75,9 @@ CLASS_LEDGER = {
     # held-out Jetson Thor (NVFP4, concurrency 1 and 8): end-to-end throughput with a 2048-token prompt rests on a
     # prefill term fitted on three GB10 rows; 31B at concurrency 8 predicted 64 % slow before the joint fit.
     ("vllm/cuda", "decode"),
+    # measured on this CPU, not published: transformers' terms come from its dense rows (e2b, 31b; split v4), so its
+    # held-out 26b-a4b prefill (routed experts through grouped_mm) runs 1.7-1.9x slower than predicted (median 19 %).
+    ("transformers/cpu-x86", "prefill"),
 }
 BAR = {"decode": (0.15, 0.30), "prefill": (0.25, 0.40)}
 

@@ -184,7 +184,8 @@ def calibrate(
     write: bool = typer.Option(False, "--write/--dry-run", help="Write the fitted efficiencies into the profile "
                                "(default: print them only)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="Fit this engine's speed terms per backend class "
-                                         "from its measured rows (`g4sim profile --impl llamacpp`) instead."),
+                                         "from its measured rows (`g4sim profile --impl llamacpp`; transformers: "
+                                         "both attention implementations) instead."),
     published: bool = typer.Option(False, "--published", help="Fit speed terms per engine and backend class from "
                                    "the published runs (reports/published/runs.csv) instead (with --engine: both)."),
 ) -> None:
@@ -200,7 +201,7 @@ def calibrate(
     resolve_device(device)
     fitted = fit(Path(store) if store else None, device)
     if not fitted:
-        raise UserError(f"no float-weight measurements of the calibration variants for {device}")
+        raise UserError(f"no g4sim measurements of the calibration variants for {device}")
     for dtype, v in fitted.items():
         console.print(f"{device} {dtype}: prefill {v['prefill_compute']:.3f} of peak FLOP/s, "
                       f"decode {v['decode_bandwidth']:.3f} of bandwidth ({v['rows']} rows)")
@@ -218,13 +219,15 @@ def calibrate(
 def _speed_runs(engine: str | None, published: bool, store):
     """Runs from the measured rows of ``engine`` and / or the published dataset, with the published rows left out."""
     from g4sim.measure import speedfit
-    from g4sim.measure.profile import ENGINE_IMPLS
+    from g4sim.measure.profile import ENGINE_IMPLS, impls_of
 
     runs, skipped = [], []
     if engine is not None:
-        if engine not in ENGINE_IMPLS:
-            raise unknown_choice("measured engine", engine, ENGINE_IMPLS)
-        runs += speedfit.store_runs(store, engine)
+        if not impls_of(engine):
+            raise unknown_choice("measured engine", engine, sorted({i.split("-")[0] for i in ENGINE_IMPLS} |
+                                                                    set(ENGINE_IMPLS)))
+        for impl in impls_of(engine):  # an engine's name takes every way it was measured (transformers: sdpa, eager)
+            runs += speedfit.store_runs(store, impl)
     if published:
         more, skipped = speedfit.published_runs()
         runs += more
@@ -236,6 +239,7 @@ def _calibrate_speed(engine: str | None, published: bool, store, write: bool) ->
     from g4sim.cli.app import err
     from g4sim.measure import speedfit
     from g4sim.measure.measurements import git_commit
+    from g4sim.measure.split import SPLIT_VERSION
     from g4sim.outputs.render import render_speed_fit
 
     runs, skipped = _speed_runs(engine, published, store)
@@ -243,7 +247,7 @@ def _calibrate_speed(engine: str | None, published: bool, store, write: bool) ->
         raise UserError(f"no calibration rows of {engine or 'any engine'} in "
                         f"{'the published runs' if published else store or 'reports/measurements'}; "
                         "run scripts/profile_llamacpp.sh")
-    sources = ([f"{engine}'s measured rows (split v3, g4sim/measure/split.py)"] if engine else []) + \
+    sources = ([f"{engine}'s measured rows (split v{SPLIT_VERSION}, g4sim/measure/split.py)"] if engine else []) + \
         (["the published runs (reports/published, split frozen there)"] if published else [])
     note = f"fitted by `g4sim calibrate` at g4sim {git_commit()[0]} on the calibration rows of {' and '.join(sources)}"
     entries, scored = speedfit.calibrate(runs, note)

@@ -178,9 +178,13 @@ def speed_class_of(engine: Engine, device: HardwareProfile) -> str:
     return f"{engine.name}/{backend_class(device.kind, device.vendor)}"
 
 
-def efficiencies(device: HardwareProfile, dtype: str) -> tuple[float, float, str]:
-    """(prefill compute efficiency, decode bandwidth efficiency, provenance) for a compute dtype."""
+def efficiencies(device: HardwareProfile, dtype: str, quant: str = "") -> tuple[float, float, str]:
+    """(prefill compute efficiency, decode bandwidth efficiency, provenance) for a weight-only format where the
+    profile has that format's own (``efficiency.by_format``), else for its compute dtype."""
     eff = device.efficiency
+    by_format = eff.by_format.get(quant) if eff.by_format else None
+    if by_format:
+        return by_format[0], by_format[1], eff.provenance
     by_dtype = eff.by_dtype.get(dtype) if eff.by_dtype else None
     if by_dtype:
         return by_dtype[0], by_dtype[1], eff.provenance
@@ -228,7 +232,7 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
     prefill_steps = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))  # forward passes over the prompt
     terms = terms or speed_classes().get(speed_class_of(engine, device))
     if terms is not None:
-        family, (profile_p, profile_d, _) = format_family(w.quant), efficiencies(device, dtype)
+        family, (profile_p, profile_d, _) = format_family(w.quant), efficiencies(device, dtype, w.quant)
         eff_p = terms.fraction("prefill", family) or profile_p  # a phase no row fitted keeps the profile's
         eff_d = terms.fraction("decode", family) or profile_d
         prefill_s = (max((p_flop / eff_p + expert_per_row * terms.expert_rows_at_peak) / peak, p_bytes / (bw * eff_d))
@@ -236,7 +240,7 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
         fixed_step = t.num_layers * terms.decode_layer_seconds
         provenance = terms.provenance
     else:
-        eff_p, eff_d, provenance = efficiencies(device, dtype)
+        eff_p, eff_d, provenance = efficiencies(device, dtype, w.quant)
         # small routed GEMMs run below the dense efficiency: weight their FLOPs by 1 / (m / (m + half_rows))
         p_work = p_flop + expert_per_row * device.efficiency.expert_gemm_half_rows
         prefill_s = max(p_work / (peak * eff_p), p_bytes / (bw * eff_d))

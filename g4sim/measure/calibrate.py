@@ -3,7 +3,8 @@
 Prefill efficiency = roofline time / measured time (the fraction of peak FLOP/s achieved); decode
 efficiency = (bytes per step / bandwidth) / measured step time (the fraction of bandwidth
 achieved).  Each is the geometric mean over the calibration rows of one compute dtype (float
-weights only), fitted on the dense CALIBRATION_MODELS.  Then the MoE rows in CALIBRATION_MOE
+weights), or of one weight-only format (int8, int4-g128: g4sim's packed kernels, ``efficiency.by_format``),
+fitted on the dense CALIBRATION_MODELS.  Then the MoE rows in CALIBRATION_MOE
 (26b-a4b at fp32) fix ``expert_gemm_half_rows``: the extra time their routed-expert GEMMs take at m rows each,
 modelled as an efficiency m / (m + half_rows) of the dense one.  ``g4sim validate`` holds the
 other rows to the tolerances.
@@ -27,7 +28,7 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
     from g4sim.analytic.work import (compute_dtype, decode_step_bytes, expert_rows, prefill_expert_flop, prefill_flop,
                                      prefill_weight_bytes)
     from g4sim.engines import get_engine
-    from g4sim.hardware import get_profile
+    from g4sim.hardware import WEIGHT_ONLY_FORMATS, get_profile
     from g4sim.measure.measurements import load_store
 
     frame = load_store(store)
@@ -36,22 +37,24 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
     frame = frame[[split_of(r) == "calibration" for _, r in frame.iterrows()]]  # the frozen split decides
     prof = get_profile(device)
     samples: dict[str, dict[str, list[float]]] = {}
+    engine = get_engine("g4sim")
     for _, row in frame.iterrows():
         fmt = weight_format(row)
-        if fmt not in ("fp32", "bf16", "fp16"):
+        if fmt not in ("fp32", "bf16", "fp16") + WEIGHT_ONLY_FORMATS:
             continue
         spec, dtype = row_spec(row), compute_dtype(fmt)
+        head = engine.head_quant(spec.text, fmt)  # the weight-only formats' int8 tied head
         peak, bw = prof.flops(dtype), prof.memory_bandwidth_bytes_per_s
         ctx, batch, steps = int(row["ctx"]), int(row["batch"]), int(row["decode_steps"])
-        p_roof = max(prefill_flop(spec, ctx, batch) / peak, prefill_weight_bytes(spec, fmt) / bw)
-        s = samples.setdefault(dtype, {"prefill": [], "decode": []})
+        p_roof = max(prefill_flop(spec, ctx, batch) / peak, prefill_weight_bytes(spec, fmt, None, head) / bw)
+        # float rows fit their compute dtype's pair; weight-only rows their format's own (efficiency.by_format)
+        s = samples.setdefault(fmt if fmt in WEIGHT_ONLY_FORMATS else dtype, {"prefill": [], "decode": []})
         s["prefill"].append(p_roof / float(row["prefill_seconds"]))
         if steps:
             step = float(row["decode_seconds"]) / steps
             mid = ctx + steps // 2
-            engine = get_engine("g4sim")
             d_bytes = decode_step_bytes(spec, mid, batch, fmt, "bf16" if fmt != "fp32" else "fp32",
-                                        lambda layer, n: engine.kv_cells(spec.text, layer, n))
+                                        lambda layer, n: engine.kv_cells(spec.text, layer, n), None, head)
             s["decode"].append(d_bytes / bw / step)
     geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
     fitted = {dtype: {"prefill_compute": round(min(1.0, geo(v["prefill"])), 4),
@@ -79,23 +82,31 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
 
 def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> Path:
     """Rewrite the profile's efficiency block (keeping every other field) atomically."""
-    from g4sim.hardware import _load_all, get_profile, parse_profile
+    from g4sim.hardware import WEIGHT_ONLY_FORMATS, _load_all, get_profile, parse_profile
 
     path = Path(get_profile(device).path)
     data = yaml.safe_load(path.read_text())
     eff = data["efficiency"]
-    eff["by_dtype"] = {d: {"prefill_compute": v["prefill_compute"], "decode_bandwidth": v["decode_bandwidth"]}
-                       for d, v in fitted.items()}
+    pair = lambda v: {"prefill_compute": v["prefill_compute"], "decode_bandwidth": v["decode_bandwidth"]}  # noqa: E731
     halves = {v["expert_gemm_half_rows"] for v in fitted.values() if "expert_gemm_half_rows" in v}
-    if halves:
-        eff["expert_gemm_half_rows"] = halves.pop()
+    half_rows = halves.pop() if halves else eff.get("expert_gemm_half_rows")
+    for key in ("by_dtype", "by_format", "expert_gemm_half_rows"):  # re-added below in numeric_fields' order
+        eff.pop(key, None)
+    eff["by_dtype"] = {d: pair(v) for d, v in fitted.items() if d not in WEIGHT_ONLY_FORMATS}
+    by_format = {f: pair(v) for f, v in fitted.items() if f in WEIGHT_ONLY_FORMATS}
+    if by_format:
+        eff["by_format"] = by_format
+    if half_rows is not None:
+        eff["expert_gemm_half_rows"] = half_rows
     eff["provenance"] = note
-    # every figure written is a calibrated one: stamp its provenance entry, drop entries of removed dtypes
+    # every figure written is a calibrated one: stamp its provenance entry (in file order), drop removed ones
     prov = data.setdefault("provenance", {})
-    for key in [k for k in prov if k.startswith("efficiency.by_dtype.")]:
+    for key in [k for k in prov if k.startswith(("efficiency.by_dtype.", "efficiency.by_format.",
+                                                 "efficiency.expert_gemm_half_rows"))]:
         del prov[key]
-    written = [f"efficiency.by_dtype.{d}.{k}" for d in eff["by_dtype"] for k in ("prefill_compute", "decode_bandwidth")]
-    written += ["efficiency.expert_gemm_half_rows"] if halves or "expert_gemm_half_rows" in eff else []
+    written = [f"efficiency.{block}.{d}.{k}" for block in ("by_dtype", "by_format") for d in eff.get(block) or {}
+               for k in ("prefill_compute", "decode_bandwidth")]
+    written += ["efficiency.expert_gemm_half_rows"] if "expert_gemm_half_rows" in eff else []
     for key in written:
         prov[key] = {"kind": "calibrated", "source": note}
     parse_profile(data, path)  # refuse to write a profile that would not load
@@ -112,5 +123,6 @@ def calibration_note(fitted: dict[str, dict[str, float]], commit: str) -> str:
     rows = sum(v["rows"] for v in fitted.values())
     date = dt.datetime.now(dt.timezone.utc).date().isoformat()
     return (f"calibrated by `g4sim calibrate` on {date} at g4sim {commit} from {rows} measured rows of "
-            f"{', '.join(sorted(CALIBRATION_MODELS))} (float) and 26b-a4b fp32 (frozen split v2, g4sim/measure/split.py; "
-            "reports/measurements); held out: e4b (float) and 26b-a4b bf16")
+            f"{', '.join(sorted(CALIBRATION_MODELS))} (float, and int8 / int4-g128 for efficiency.by_format) and "
+            "26b-a4b fp32 (frozen split v4, g4sim/measure/split.py; reports/measurements); held out: e4b (float and "
+            "int) and 26b-a4b bf16 / int8 / int4-g128")

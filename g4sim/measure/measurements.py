@@ -2,8 +2,9 @@
 
 A CPU measurement belongs to the CPU that made it: its file is named for the hardware profile *and*
 the detected CPU (model, cores, the instruction sets that change kernels: AVX2, AVX-512, AMX), so a
-run on another machine never lands in this machine's tracked file (``ci-cpu-2core.csv`` holds the
-rows of the CPU that first measured it, before files carried the CPU's name).
+run on another machine never lands in this machine's tracked file (a file named for the profile alone,
+``<profile>.csv``, holds rows from before files carried the CPU's name; ci-cpu-2core's was retired by
+split v4 when g4sim's own rows were measured again).
 
 Rows are appended atomically (the whole file is rewritten to a temporary file and renamed over the
 old one), so an interrupted sweep loses no completed row and never leaves a torn file.  Every row

@@ -32,6 +32,11 @@ IMPLS = ("g4sim", "transformers-sdpa", "transformers-eager", "llamacpp")
 ENGINE_IMPLS = IMPLS[1:]  # the real engines measured beside g4sim's own model
 
 
+def impls_of(name: str) -> tuple[str, ...]:
+    """The measured implementations a name covers: one impl, or an engine's every one ("transformers": sdpa, eager)."""
+    return tuple(i for i in ENGINE_IMPLS if name in (i, i.split("-")[0]))
+
+
 @dataclass(frozen=True)
 class ProfileRun:
     model: str

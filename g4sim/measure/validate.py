@@ -4,8 +4,8 @@ For each measured configuration the analytic model is re-run with the same reduc
 weight format, batch, prefill chunk and the "g4sim" engine rule on the row's device profile.
 Tolerances: parameter and KV bytes exact and peak prefill memory within 5 % on every row; prefill
 and decode tokens/s within 25 % on the held-out rows of the frozen split (g4sim/measure/split.py).
-Calibration rows (in-sample) and quantized rows (g4sim's dequantize-on-the-fly int8/int4 kernels)
-have their speed errors reported, separately, not held.  Rows profiled with ``--components`` also hold
+Calibration rows (in-sample) have their speed errors reported, not held; g4sim's int8 / int4 rows
+follow the float rows' split (split v4) and each weight-only format has its own fitted efficiencies.  Rows profiled with ``--components`` also hold
 each workspace of the rule (attention, MLP, router, experts, logits, PLE inputs and projections, norms,
 token embedding) against the measured prefill peak of its region, within 5 % (or the CPU probe's
 resolution, on regions of a few MiB) on float rows (``g4sim.measure.components``).
@@ -81,7 +81,7 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
     label = f"{row['model']}[{row['layers']}L] {fmt} ctx {ctx} b{batch}" + ("" if impl == "g4sim" else f" {impl}")
 
     split = split_of(row)
-    if calibration_models is not None and impl == "g4sim" and split != "quantized":
+    if calibration_models is not None and impl == "g4sim":
         split = "calibration" if str(row["model"]) in calibration_models else "held-out"
     calib = split
     out: list[Check] = []
@@ -110,7 +110,7 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
         peaks = component_peaks(row, engine, spec.text, ctx=cache_ctx, batch=batch, quant=fmt)
         for figure, predicted, measured, tolerance in peaks:  # 5 %, or the CPU probe's resolution on small regions
             out.append(Check(index, label, figure, predicted, measured,
-                             tolerance if split != "quantized" else None, calib))
+                             tolerance if fmt in ("fp32", "bf16", "fp16") else None, calib))
     speed_tol = TOLERANCES["prefill_tokens_per_s"] if split == "held-out" else None
     prefill = predict(engine, Workload(spec, ctx, batch, fmt, kv), device)
     out.append(Check(index, label, "prefill_tokens_per_s", prefill.prefill_tokens_per_s,
