@@ -274,7 +274,7 @@ MUTATIONS = {
     "Experts: one more [n, hidden] fp32": ("expert_bytes", lambda t, n, p, a: 4 * n * t.hidden_size, ("moe",)),
     "per_layer_inputs: one more [n, layers, ple_dim]": (
         "ple_inputs_bytes", lambda t, n, b, a: b * n * t.num_layers * t.hidden_size_per_layer_input * a, ("ple",)),
-    "logits: two fp32 vocab tensors": ("logits_region_bytes", lambda t, m, b, a: -4 * b * m * t.vocab_size,
+    "logits: one fp32 vocab tensor fewer": ("logits_region_bytes", lambda t, m, b, a: -4 * b * m * t.vocab_size,
                                        ("logits",)),
     "rope tables: one more fp32 [n, d]": ("rope_table_bytes", lambda n, d, a: 4 * n * d, ("moe", "ple")),
     "attention: one more q-sized tensor": ("attention_bytes",

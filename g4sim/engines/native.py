@@ -159,8 +159,9 @@ def attention_bytes(t: TextSpec, layer: int, n: int, kv_len: int, batch: int, a:
     if cells:
         steps["Attention._mask (bool mask + window bound)"] = live + cells * (2 if t.is_sliding(layer) else 1)
     out = batch * n * t.num_heads * hd * a
-    # sdpa turns a boolean mask into an additive one of q's dtype; its output is [B, n, heads, hd] memory
-    steps["scaled_dot_product_attention"] = live + cells * (1 + a) + out
+    # sdpa turns a boolean mask into an additive one of q's dtype, through a second boolean one (the allocator
+    # trace of torch 2.13 on the CPU: mask, its negation, the additive mask); its output is [B, n, heads, hd]
+    steps["scaled_dot_product_attention"] = live + cells * (2 + a) + out
     steps["o_proj"] = live + out + batch * n * t.hidden_size * a
     step = max(steps, key=steps.get)
     return steps[step], step
@@ -224,11 +225,10 @@ def ple_inputs_bytes(t: TextSpec, n: int, batch: int, a: int) -> int:
 
 
 def logits_region_bytes(t: TextSpec, m: int, batch: int, a: int) -> int:
-    """``Gemma4ForCausalLM.logits`` for m positions: the LM head's output and its fp32 copy; with the final
-    softcap, fp32 logits, logits / cap and tanh live together, then logits, tanh and tanh * cap."""
+    """``Gemma4ForCausalLM.logits`` for m positions: the LM head's output and its fp32 copy (one tensor in fp32);
+    the final softcap runs in place on the fp32 copy."""
     v = batch * m * t.vocab_size
-    linear = v * (a + 4) if a < 4 else 4 * v
-    return max(linear, 12 * v) if t.final_logit_softcapping else linear
+    return v * (a + 4) if a < 4 else 4 * v
 
 
 @lru_cache(maxsize=4096)  # activation_terms and region_workspaces of one workload share it; searches repeat

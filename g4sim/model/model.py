@@ -350,7 +350,7 @@ class Gemma4ForCausalLM(nn.Module):
         # a quantized tied embedding (g4sim.model.quant.QuantEmbedding) multiplies through its own kernel
         logits = (head.as_head(hidden) if hasattr(head, "as_head") else F.linear(hidden, head.weight)).float()
         cap = self.spec.final_logit_softcapping
-        return torch.tanh(logits / cap) * cap if cap else logits
+        return logits.div_(cap).tanh_().mul_(cap) if cap else logits  # in place: one fp32 vocab tensor, not three
 
     @torch.no_grad()
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0,
