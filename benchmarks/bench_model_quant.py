@@ -8,7 +8,8 @@ quantized formats; at reduced depth it is about half a bf16 step) and peak resid
 warm-up through prefill and decode).  Ratios: each format against g4sim bf16; g4sim bf16 against
 transformers bf16.
 
-Run: python benchmarks/bench_model_quant.py [--prompt 512] [--decode 16] [--threads 2]
+Run: python benchmarks/bench_model_quant.py [--prompt 512] [--decode 16] [--threads 2] [--rounds 2]
+[--cases e2b:4,26b-a4b:2]   (about 2 minutes per round)
 Targets: int8 and int4 decode >= 1.5x bf16; g4sim >= 1.0x transformers in speed and no larger in memory.
 """
 
@@ -143,31 +144,42 @@ def make_checkpoint(model: str, layers: int, directory: str) -> None:
     ref.save_pretrained(directory)
 
 
+def best(runs: list[dict]) -> dict:
+    """Of one process's rounds: the fastest speed and decoder time (a VM's noise only ever slows a run down), and
+    the largest memory (a peak that was reached once can be reached again)."""
+    pick = {"prefill_tok_s": max, "decode_tok_s": max, "decoder_ms_tok": min}
+    return {k: pick.get(k, max)(r[k] for r in runs) for k in runs[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--decode", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="runs of each process (best speed, largest memory kept)")
     ap.add_argument("--cases", default=",".join(f"{m}:{n}" for m, n in CASES.items()),
                     help="model:layers,... (default %(default)s)")
     args = ap.parse_args()
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
-    print(f"prompt {args.prompt}, decode {args.decode}, {args.threads} threads, bf16 activations")
+    print(f"prompt {args.prompt}, decode {args.decode}, {args.threads} threads, bf16 activations, best of "
+          f"{args.rounds} rounds (speed; memory: the largest)")
     print("ratio rows ('x ...'): every ratio is 'better when > 1' -- speeds: format / g4sim bf16, ms and MiB: "
           "g4sim bf16 / format; last column: g4sim bf16 vs transformers bf16 the same way")
     metrics = ("prefill_tok_s", "decode_tok_s", "decoder_ms_tok", "peak_mib", "weights_mib")
     for model, layers in cases:
         with tempfile.TemporaryDirectory() as d:
             make_checkpoint(model, layers, d)
-            results = {}
-            for impl, fmt in RUNS:
-                out = subprocess.run([sys.executable, __file__, "--child", impl, fmt, d, str(args.prompt),
-                                      str(args.decode), str(args.threads)], capture_output=True, text=True,
-                                     env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536",
-                                          "MALLOC_TRIM_THRESHOLD_": "0"})
-                if out.returncode:
-                    sys.exit(f"{impl} {fmt} failed:\n{out.stderr[-3000:]}")
-                results[(impl, fmt)] = json.loads(out.stdout.strip().splitlines()[-1])
+            rounds: dict = {r: [] for r in RUNS}
+            for i in range(args.rounds):  # alternate the order, so a slow spell of the machine hits every run
+                for impl, fmt in RUNS if i % 2 == 0 else RUNS[::-1]:
+                    out = subprocess.run([sys.executable, __file__, "--child", impl, fmt, d, str(args.prompt),
+                                          str(args.decode), str(args.threads)], capture_output=True, text=True,
+                                         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536",
+                                              "MALLOC_TRIM_THRESHOLD_": "0"})
+                    if out.returncode:
+                        sys.exit(f"{impl} {fmt} failed:\n{out.stderr[-3000:]}")
+                    rounds[(impl, fmt)].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results = {r: best(runs) for r, runs in rounds.items()}
         case = f"{model}[{layers}L]"
         print(f"\n{case:<16}{'metric':<16}" + "".join(f"{i[:6] + ' ' + f:>18}" for i, f in RUNS))
         base, ref = results[("g4sim", "bf16")], results[("transformers", "bf16")]
