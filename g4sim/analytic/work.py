@@ -165,29 +165,56 @@ def decode_step_bytes(spec: ModelSpec, ctx: int, batch: int, quant: str, kv_dtyp
     """Bytes moved by one decode step of ``batch`` sequences whose caches hold ``ctx`` positions
     (``file``: the exact weight file, whose stored bytes are read; ``head_quant``: see _weight_bytes_by_layer)."""
     t = spec.text
-    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant, file, head_quant)
+    dense, one_expert, lm_head, glob = _step_weight_bytes(spec, quant, file, head_quant)
     experts_hit = expected_distinct_experts(t.num_experts, t.top_k_experts, batch) if t.enable_moe_block else 0.0
-    weights = glob + lm_head + sum(d + experts_hit * e for d, e in per_layer.values())
+    weights = glob + lm_head + dense + experts_hit * one_expert
     row = get_quant(quant).high_precision_bytes if get_quant(quant).family != "gguf" else 2
     rows = batch * t.hidden_size * row
     if t.has_ple:
         rows += batch * t.num_layers * t.hidden_size_per_layer_input * row
+    # an engine's cells depend on a layer only through its type (every Engine.kv_cells): one call per type
+    kv = sum(batch * kv_cells(layer, ctx) * nbytes for layer, nbytes in _kv_bytes_per_cell_by_type(t, kv_dtype))
+    return weights + rows + kv
+
+
+@lru_cache(maxsize=512)
+def _step_weight_bytes(spec: ModelSpec, quant: str, file, head_quant: str | None) -> tuple[int, int, int, int]:
+    """(dense bytes of every layer, bytes of one expert of every layer, LM head, global) read by a decode step."""
+    per_layer, lm_head, glob = _weight_bytes_by_layer(spec, quant, file, head_quant)
+    return sum(d for d, _ in per_layer.values()), sum(e for _, e in per_layer.values()), lm_head, glob
+
+
+@lru_cache(maxsize=256)
+def _kv_bytes_per_cell_by_type(t: TextSpec, kv_dtype: str) -> tuple[tuple[int, int], ...]:
+    """Per layer type: (a cache-owning layer of that type, bytes of one cell summed over every layer that reads
+    a cache of that type): each layer reads its source layer's cache (KV-shared layers: an earlier layer's)."""
     dt = get_kv_dtype(kv_dtype)
-    kv = 0.0
+    by_type: dict[bool, list[int]] = {}
     for i in range(t.num_layers):
         src = t.kv_source_layer(i)
-        kv += batch * kv_cells(src, ctx) * kv_bytes_per_cell(t, src, dt)
-    return weights + rows + kv
+        entry = by_type.setdefault(t.is_sliding(src), [src, 0])
+        entry[1] += kv_bytes_per_cell(t, src, dt)
+    return tuple((layer, nbytes) for layer, nbytes in by_type.values())
+
+
+@lru_cache(maxsize=256)
+def _decode_flop_per_token(t: TextSpec) -> tuple[float, tuple[tuple[bool, float], ...]]:
+    """(matmul FLOPs of one token over every layer, per layer type: attention FLOPs per key summed over its
+    layers).  Every term is a whole number below 2**53, so grouping changes no bit of the sum."""
+    per_layer = _layer_matmul_params(t)
+    matmul, per_key = 0.0, {}
+    for i in range(t.num_layers):
+        dense, one_expert = per_layer[i]
+        matmul += 2.0 * (dense + t.top_k_experts * one_expert)
+        per_key[t.is_sliding(i)] = per_key.get(t.is_sliding(i), 0.0) + _attention_flop(t, i, 1)
+    return matmul, tuple(per_key.items())
 
 
 def decode_step_flop(spec: ModelSpec, ctx: int, batch: int) -> float:
     t = spec.text
-    per_layer = _layer_matmul_params(t)
-    flop = 0.0
-    for i in range(t.num_layers):
-        dense, one_expert = per_layer[i]
-        kv_len = min(ctx, t.sliding_window) if t.is_sliding(i) else ctx
-        flop += batch * (2.0 * (dense + t.top_k_experts * one_expert) + _attention_flop(t, i, kv_len))
+    matmul, per_key = _decode_flop_per_token(t)
+    attention = sum(f * (min(ctx, t.sliding_window) if sliding else ctx) for sliding, f in per_key)
+    flop = batch * (matmul + attention)
     if t.has_ple:
         flop += batch * 2.0 * t.hidden_size * t.num_layers * t.hidden_size_per_layer_input
     return flop + batch * 2.0 * t.hidden_size * t.vocab_size
