@@ -96,7 +96,7 @@ def render_plan(plan: Plan, console: Console) -> None:
     speed = e.speed
     if speed is not None:
         how = (f"terms fitted for {speed.speed_class}" if speed.calibrated
-               else f"{speed.efficiency_provenance.split(':')[0]} efficiencies")
+               else f"profile efficiencies, {speed.efficiency_provenance.split(':')[0].split(' on ')[0]}")
         console.print(Text.assemble(
             ("Speed (predicted, ", "bold"), (f"{how}; {speed.layout}", "bold"), ("): ", "bold"),
             f"time to first token {speed.ttft_seconds:,.2f} s  ·  prefill {speed.prefill_tokens_per_s:,.0f} tok/s "
