@@ -181,6 +181,10 @@ def _mutated(mutate):
     (lambda d: d.update(memory_bandwidth_bytes_per_s="1e12"), ["field 'memory_bandwidth_bytes_per_s'", "1.0e+12"]),
     (lambda d: d["efficiency"].update(decode_bandwidth=1.5), ["field 'efficiency.decode_bandwidth'", "(0, 1]"]),
     (lambda d: d["reserved"].update(os_bytes=-1), ["field 'reserved.os_bytes'", "non-negative integer number of bytes"]),
+    (lambda d: d["efficiency"].update(by_format={"int3": {"prefill_compute": 0.5, "decode_bandwidth": 0.5}}),
+     ["field 'efficiency.by_format.int3'", "int8, int4-g128"]),
+    (lambda d: d["efficiency"].update(by_format={"int8": {"prefill_compute": 0.5, "decode_bandwidth": 2}}),
+     ["field 'efficiency.by_format.int8.decode_bandwidth'", "(0, 1]", "2"]),
     (lambda d: d.update(name="other"), ["field 'name' is 'other' but the file is my-gpu.yaml"]),
     (lambda d: d.update(cpu_features={"set": "avx9"}), ["field 'cpu_features.set'", "valid: x86-avx2", "arm-i8mm"]),
     (lambda d: d.update(cpu_features="arm-dotprod"), ["field 'cpu_features' must be a mapping: set: arm-dotprod"]),
@@ -242,7 +246,7 @@ def test_every_field_is_documented():
         assert f"`{key}`" in doc, key
         assert f"{key}:" in example, key  # given or shown commented out
     for key in (*hardware.RESERVE_FIGURES, *hardware.PROVENANCE_KINDS, *CPU_FEATURE_SETS, *hardware.DTYPES,
-                "by_dtype", "expert_gemm_half_rows", "bandwidth_bytes_per_s_per_direction"):
+                "by_dtype", "by_format", "expert_gemm_half_rows", "bandwidth_bytes_per_s_per_direction"):
         assert f"`{key}`" in doc, key
 
 
