@@ -184,3 +184,90 @@ def test_host_layers_are_priced_at_host_bandwidth():
     split = evaluate(Request(w, get_profile("h100-sxm"), get_engine("ollama", n_gpu_layers=40)))
     assert split.host_bytes > full.host_bytes and "host memory" in split.speed.layout
     assert split.speed.decode_tokens_per_s < full.speed.decode_tokens_per_s / 2
+
+
+# ---- a CPU-only load: llama.cpp's CPU path (ollama/ollama fb3076099687 llm/llama_server.go startLlamaServer passes
+# no --repack / --no-repack, so llama-server's default --repack holds; MemorySize keeps CPU_REPACK in SIZE) ----
+
+@pytest.mark.parametrize("device,variant,quant,features", [
+    ("rpi5-8gb", "e2b", "q4_0", "arm-dotprod"),      # Q4_0 (rows x 4) and the tied output's Q6_K (rows x 8)
+    ("ci-cpu-2core", "e4b", "q4_k_m", "x86-avx2"),   # Q4_K rows x 8
+    ("rpi5-8gb", "26b-a4b", "q8_0", "arm-dotprod"),  # Q8_0: repacked on ARM (dotprod), not on x86-avx2
+])
+def test_cpu_load_prices_llama_cpps_repacked_copy_for_the_devices_cpu(device, variant, quant, features):
+    w = Workload(VARIANTS[variant], 4096, 1, quant, "fp16")
+    dev = get_profile(device)
+    ev = evaluate(Request(w, dev, get_engine("ollama")))
+    same = evaluate(Request(w, dev, get_engine("llamacpp", n_ubatch=512)))  # Ollama's num_batch at 4,096 tokens
+    assert dev.cpu_features == features
+    repacked = ev.memory.get(Component.REPACKED_WEIGHTS, Location.ACCELERATOR)
+    assert repacked > 0 and repacked == same.memory.get(Component.REPACKED_WEIGHTS, Location.ACCELERATOR)
+    # the llama.cpp rule with the device's feature set named (not DEFAULT_CPU_FEATURES, x86-avx2, on the Pi)
+    rule = LlamaCppEngine(cpu_features=features).extra_buffer_terms(w)
+    assert [t.bytes for t in rule] == [repacked]
+    # everything else is llama.cpp's CPU load too (no GPU copy of the tied output), plus the projector Ollama loads
+    towers = ev.memory.get(Component.VISION_TOWER, None) + ev.memory.get(Component.AUDIO_TOWER, None)
+    assert ev.memory.get(Component.OUTPUT_COPY, None) == 0 and towers > 0
+    assert ev.memory.total() == same.memory.total() + towers
+
+
+def test_cpu_features_follow_the_device_as_llama_cpps_do():
+    for name in ("rpi5-8gb", "ci-cpu-2core", "rpi4-8gb", "desktop-ddr5", "rtx4090"):
+        dev = get_profile(name)
+        assert get_engine("ollama").for_device(dev).cpu_features == LlamaCppEngine().for_device(dev).cpu_features \
+            == dev.cpu_features
+    rpi5 = get_profile("rpi5-8gb")
+    assert OllamaEngine(cpu_features="x86-avx2").for_device(rpi5).cpu_features == "x86-avx2"  # a set one stays
+    with pytest.raises(EngineError, match="cpu_features"):
+        OllamaEngine(cpu_features="riscv")
+    # the same plan, two CPUs: Q8_0 is repacked by ARM's dotprod kernels, not by x86-avx2's
+    w = Workload(MOE, 4096, 1, "q8_0", "fp16")
+    arm = evaluate(Request(w, rpi5, get_engine("ollama"))).memory
+    x86 = evaluate(Request(w, get_profile("ci-cpu-2core"), get_engine("ollama"))).memory
+    assert arm.get(Component.REPACKED_WEIGHTS) > 0 and x86.get(Component.REPACKED_WEIGHTS, None) == 0
+    assert arm.total() - arm.get(Component.REPACKED_WEIGHTS) == x86.total()
+    # rpi4-8gb (Cortex-A72, no dotprod): cpu_features none, nothing repacked
+    rpi4 = evaluate(Request(Workload(VARIANTS["e2b"], 4096, 1, "q4_0", "fp16"), get_profile("rpi4-8gb"),
+                            get_engine("ollama"))).memory
+    assert rpi4.get(Component.REPACKED_WEIGHTS, None) == 0
+
+
+def test_no_repacked_copy_on_a_gpu():
+    w = Workload(VARIANTS["e2b"], 4096, 1, "q4_0", "fp16")
+    for name in ("rtx4090", "h100-sxm"):
+        m = evaluate(Request(w, get_profile(name), get_engine("ollama"))).memory
+        # nothing repacked; the tied output is offloaded (its GPU copy), as llama.cpp on a GPU
+        assert m.get(Component.REPACKED_WEIGHTS, None) == 0 and m.get(Component.OUTPUT_COPY) > 0
+    assert get_engine("ollama").bind(w).memory(w, "gpu").get(Component.REPACKED_WEIGHTS, None) == 0
+
+
+def test_ps_size_on_a_cpu_keeps_the_repacked_copy():
+    # llm/llama_server.go MemorySize: CPU_Mapped (the file) + CPU_REPACK + KV + compute + output, nothing trimmed
+    w = Workload(VARIANTS["e2b"], 4096, 1, "q4_0", "fp16")
+    dev = get_profile("rpi5-8gb")
+    ps = get_engine("ollama").ps_line(w, dev)
+    m = get_engine("ollama").for_device(dev).bind(w).memory(w, "cpu")
+    repacked = m.get(Component.REPACKED_WEIGHTS)
+    kv = m.get(Component.KV_SLIDING) + m.get(Component.KV_FULL)
+    assert repacked == LlamaCppEngine(cpu_features="arm-dotprod").extra_buffer_terms(w)[0].bytes
+    assert ps.size_bytes == (sum(weight_bytes_by_component(VARIANTS["e2b"], "q4_0").values()) + repacked + kv
+                             + m.get(Component.COMPUTE_BUFFER) + m.get(Component.LOGITS, Location.HOST))
+    assert ps.vram_bytes == 0 and ps.processor == "100% CPU"
+    off = get_engine("ollama", repack=False).ps_line(w, dev)
+    assert ps.size_bytes - off.size_bytes == repacked
+
+
+def test_llama_arg_repack_reaches_llama_server():
+    # SetupLlamaServerCommandEnv starts from os.Environ(): `ollama serve`'s LLAMA_ARG_REPACK is llama-server's
+    p = OllamaEngine.parse_command("LLAMA_ARG_REPACK=off ollama serve &\nollama run gemma4:e2b-it-qat")
+    assert p.engine.repack is False and OllamaEngine.parse_command("ollama run gemma4:e2b").engine.repack is True
+    assert OllamaEngine.parse_command("LLAMA_ARG_REPACK=1 ollama serve &\nollama run gemma4:e2b").engine.repack
+    with pytest.raises(EngineError, match="LLAMA_ARG_REPACK"):
+        OllamaEngine.parse_command("LLAMA_ARG_REPACK=maybe ollama serve &\nollama run gemma4:e2b")
+    w = Workload(VARIANTS["e2b"], 4096, 1, "q4_0", "fp16")
+    dev = get_profile("rpi5-8gb")
+    before = evaluate(Request(w, dev, get_engine("ollama", repack=False)))
+    assert "LLAMA_ARG_REPACK=0" in before.command and before.memory.get(Component.REPACKED_WEIGHTS, None) == 0
+    after = evaluate(request_from_command(before.command, None, dev))
+    assert after.memory == before.memory and after.command == before.command
+    assert "LLAMA_ARG_REPACK" not in evaluate(Request(w, dev, get_engine("ollama"))).command

@@ -35,8 +35,7 @@ Sources (ggml-org/llama.cpp):
 * ``ggml/src/ggml-cpu`` — on a CPU build, weight repacking (``--repack``, the default) allocates
   extra buffers (CPU_REPACK; AMX first where present) holding a second, re-laid-out copy of the
   matrices of the types the CPU's kernels take (``CPU_FEATURES``, ``extra_buffer_terms``); measured on
-  x86-avx2 only.  Component: COMPUTE_BUFFER (the vocabulary has no "extra weight buffer"; its source
-  names CPU_REPACK / AMX).
+  x86-avx2 only.  Component: REPACKED_WEIGHTS (its source names the buffers CPU_REPACK / AMX).
 
 Runs on every device kind (CUDA, ROCm, Metal, Vulkan, CPU).  No torch import.
 """

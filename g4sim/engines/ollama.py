@@ -41,11 +41,28 @@ llama.cpp's (``g4sim/engines/llamacpp.py``, reused here by call), with the setti
   front; for a MoE model first every layer with its experts in host memory, then experts back to
   the GPU from the last layer down (the same placement as ``--n-cpu-moe``).  g4sim places whole
   layers (fit may also put part of one more layer's FFN on the GPU).
+* A CPU-only load (no GPU found: no GPU backend device, so llama-server offloads nothing) is
+  llama.cpp's CPU path, priced by llamacpp.py's rule by call (``memory`` -> ``_llama_memory``): no
+  GPU copy of the tied output, and weight repacking's extra buffers (Component.REPACKED_WEIGHTS,
+  CPU_REPACK / AMX) for the device's ``cpu_features`` (``for_device``, as ``LlamaCppEngine``).
+  Ollama leaves repacking at llama-server's default, on: ``startLlamaServer`` builds its flags
+  ("minimal set, let llama-server auto-detect the rest") with no ``--repack`` / ``-nr`` /
+  ``--no-repack``; the environment Ollama adds (``NewLlamaServerRunner``: ``ml.GetDevicesEnv``,
+  ``LLAMA_MEDIA_MARKER``; ``extraEnvsForStart``: ``LLAMA_ARG_FIT_TARGET``) sets none, and no
+  ``LLAMA_ARG_REPACK`` appears in Ollama's source; llama.cpp ``common/arg.cpp`` ``--repack`` /
+  ``-nr, --no-repack`` (env ``LLAMA_ARG_REPACK``) default ``no_extra_bufts = false``
+  (``common/common.h``).  The build does not drop it (``llama/server/CMakePresets.json`` preset
+  ``cpu``: ``GGML_CPU_ALL_VARIANTS`` on; ``GGML_CPU_REPACK`` not set, ggml/CMakeLists.txt's
+  default on).  ``SetupLlamaServerCommandEnv`` starts from ``os.Environ()``, so
+  ``LLAMA_ARG_REPACK=0`` given to ``ollama serve`` reaches llama-server (g4sim's ``repack``
+  setting).
 * ``llm/llama_server.go`` ``memoryParsingWriter`` / ``MemorySize`` and ``cmd/cmd.go``
   ``ListRunningHandler``: ``ollama ps`` SIZE is the sum of llama-server's "model / KV / compute /
   output buffer size" log lines; VRAM those of GPU backends (not ``CPU*``, ``*_Host``, BLAS).  With
   every layer offloaded and no fit overflow SIZE = VRAM (the host-resident input embeddings are
-  not counted); otherwise mmap'd weights are trimmed to the file's size.  PROCESSOR is
+  not counted); otherwise mmap'd weights are trimmed to the file's size, and a repacked copy is
+  kept ("repacked copies such as CPU_REPACK are separate real allocations and must be left
+  intact"; ``llm/llama_server_test.go`` "CPU-only mmap with repack is not trimmed").  PROCESSOR is
   ``round((SIZE - VRAM) / SIZE x 100)`` "% CPU/GPU".  The projector's weights are logged by clip as
   "model size", which that regex does not match (clip.cpp as vendored at v0.24.0): not in SIZE.
   Sizes print as ``format.HumanBytes`` (10^9 bytes per GB).
@@ -78,10 +95,12 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 from g4sim.analytic.components import Category, Component, Location
-from g4sim.analytic.memory import MemoryTerm, weight_bytes_by_component
+from g4sim.analytic.memory import MemoryBreakdown, MemoryTerm, weight_bytes_by_component
 from g4sim.analytic.quant import get_kv_dtype, get_quant
 from g4sim.engines.base import Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, to_int
-from g4sim.engines.llamacpp import _CACHE_TYPE, LlamaCppEngine, _weight_terms, cell_bytes
+from g4sim.engines.llamacpp import (
+    _CACHE_TYPE, CPU_FEATURES, LlamaCppEngine, _llama_memory, _weight_terms, cell_bytes,
+)
 from g4sim.spec import ModelSpec, TextSpec
 from g4sim.weightfiles import WeightFile
 from g4sim.units import GiB, MiB
@@ -104,6 +123,8 @@ MMPROJ_HEADROOM = 1 * GiB  # llm/llama_server.go mmprojOffloadHeadroom
 
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}  # Go strconv.ParseBool
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_LLAMA_TRUE = {"on", "enabled", "true", "1"}  # llama.cpp common/arg.cpp is_truthy / is_falsey (env values)
+_LLAMA_FALSE = {"off", "disabled", "false", "0"}
 _IGNORED_ENV = {"OLLAMA_HOST", "OLLAMA_MODELS", "OLLAMA_KEEP_ALIVE", "OLLAMA_DEBUG", "OLLAMA_ORIGINS",
                 "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_QUEUE", "OLLAMA_NOPRUNE", "OLLAMA_GPU_OVERHEAD",
                 "OLLAMA_SCHED_SPREAD", "OLLAMA_LOAD_TIMEOUT", "OLLAMA_NOHISTORY", "OLLAMA_NO_CLOUD"}
@@ -180,11 +201,12 @@ def parse_tag(tag: str) -> tuple[str, str]:
 
 @lru_cache(maxsize=1024)
 def _llama(n_ubatch: int, n_seq_max: int, flash_attn: bool, n_gpu_layers: int, n_cpu_moe: int,
-           cuda_context_bytes: int) -> LlamaCppEngine:
-    """The llama-server Ollama starts (one stream per slot, the same K and V type, no --swa-full)."""
+           cuda_context_bytes: int, repack: bool = True, cpu_features: str | None = None) -> LlamaCppEngine:
+    """The llama-server Ollama starts (one stream per slot, the same K and V type, no --swa-full; weight
+    repacking as llama-server's default unless LLAMA_ARG_REPACK says otherwise, for the device's CPU)."""
     return LlamaCppEngine(n_ubatch=n_ubatch, n_seq_max=n_seq_max, kv_unified=False, flash_attn=flash_attn,
                           swa_full=False, cache_type_v=None, n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe,
-                          cuda_context_bytes=cuda_context_bytes)
+                          cuda_context_bytes=cuda_context_bytes, repack=repack, cpu_features=cpu_features)
 
 
 @dataclass(frozen=True)
@@ -239,6 +261,10 @@ class OllamaEngine(Engine):
         Option("n_cpu_moe", ("LLAMA_ARG_N_CPU_MOE",), "keep the experts of the first N layers on the host",
                "llama.cpp's env for --n-cpu-moe (common/arg.cpp), passed to llama-server with `ollama serve`'s "
                "environment (llm/llama_server.go SetupLlamaServerCommandEnv); unset: 0"),
+        Option("repack", ("LLAMA_ARG_REPACK",), "CPU weight repacking (extra CPU_REPACK / AMX buffers, CPU only)",
+               "llm/llama_server.go startLlamaServer passes no --repack / --no-repack: llama-server's default "
+               "(common/common.h no_extra_bufts = false, on); LLAMA_ARG_REPACK=0 in `ollama serve`'s environment "
+               "(passed through by SetupLlamaServerCommandEnv) turns it off"),
     )
     command_names: ClassVar[tuple[str, ...]] = ("ollama",)
     file_kinds: ClassVar[frozenset[str]] = frozenset()  # g4sim plans library tags, not local GGUF imports
@@ -252,6 +278,10 @@ class OllamaEngine(Engine):
     n_cpu_moe: int = 0
     n_seq_max: int = 1  # OLLAMA_NUM_PARALLEL: bound to the workload's batch
     fit_placed: bool = False  # ps_line only: the layers were placed by llama-server's fit (projector stays on GPU)
+    repack: bool = True  # llama-server's --repack default (LLAMA_ARG_REPACK unset)
+    # The CPU feature set ggml-cpu repacks for (llamacpp.py CPU_FEATURES); None: the device's, bound by for_device
+    # as LlamaCppEngine.for_device does (the profile's cpu_features), else llamacpp.DEFAULT_CPU_FEATURES.
+    cpu_features: str | None = None
     ple_location: Location = Location.HOST
     cuda_context_bytes: int = 300 * MiB  # as llama.cpp (llamacpp.py)
     allocator_reserve_fraction: float = 0.0
@@ -263,6 +293,8 @@ class OllamaEngine(Engine):
             raise EngineError(f"num_gpu {self.n_gpu_layers} must be 0 or more layers")
         if self.n_cpu_moe < 0 or self.n_seq_max < 1:
             raise EngineError("LLAMA_ARG_N_CPU_MOE takes 0 or more layers; OLLAMA_NUM_PARALLEL 1 or more")
+        if self.cpu_features is not None and self.cpu_features not in CPU_FEATURES:
+            raise EngineError(f"cpu_features {self.cpu_features!r}; g4sim knows: {', '.join(CPU_FEATURES)}")
 
     # ---- settings the workload fixes ---------------------------------------------------
     def auto_num_batch(self, t: TextSpec, ctx: int, batch: int) -> int:
@@ -278,10 +310,19 @@ class OllamaEngine(Engine):
             return self
         return replace(self, n_seq_max=w.batch, n_ubatch=ub)
 
+    def for_device(self, device) -> OllamaEngine:
+        """llama-server's CPU feature set (which weights ggml-cpu repacks) is the device's, unless it was set:
+        LlamaCppEngine.for_device's rule, by call."""
+        features = self._server_defaults().for_device(device).cpu_features
+        return self if features == self.cpu_features else replace(self, cpu_features=features)
+
+    def _server_defaults(self) -> LlamaCppEngine:
+        return _llama(512, 1, True, 999, 0, self.cuda_context_bytes, self.repack, self.cpu_features)
+
     def _server(self, t: TextSpec, ctx: int, batch: int) -> LlamaCppEngine:
         ngl = 999 if self.n_gpu_layers is None else self.n_gpu_layers
         return _llama(self.auto_num_batch(t, ctx, batch), batch, self.flash_attn, ngl, self.n_cpu_moe,
-                      self.cuda_context_bytes)
+                      self.cuda_context_bytes, self.repack, self.cpu_features)
 
     # ---- what it can run -------------------------------------------------------------
     def compatibility(self, w: Workload, device, gpus: int) -> str | None:
@@ -359,7 +400,17 @@ class OllamaEngine(Engine):
         return self._server(t, ctx, batch).activation_terms(t, ctx=effective_num_ctx(t, ctx), batch=batch, quant=quant)
 
     def overhead_terms(self, terms, *, device_kind: str) -> list[MemoryTerm]:
-        return _llama(512, 1, True, 999, 0, self.cuda_context_bytes).overhead_terms(terms, device_kind=device_kind)
+        return self._server_defaults().overhead_terms(terms, device_kind=device_kind)
+
+    # ---- a CPU-only load ---------------------------------------------------------------------
+    def memory(self, w: Workload, device_kind: str = "gpu") -> MemoryBreakdown:
+        """Engine.memory, and on a CPU llama.cpp's CPU-only path (llamacpp.py ``_llama_memory``, by call): no
+        GPU copy of the tied output, plus the extra buffers weight repacking allocates (module docstring)."""
+        return _llama_memory(self, w, device_kind)
+
+    def extra_buffer_terms(self, w: Workload) -> list[MemoryTerm]:
+        """The CPU_REPACK / AMX buffers of the llama-server Ollama starts (LlamaCppEngine.extra_buffer_terms)."""
+        return self._server(w.spec.text, w.ctx, w.batch).extra_buffer_terms(w)
 
     # ---- what `ollama ps` shows ------------------------------------------------------------
     def user_view(self, w: Workload, device, display_attached: bool = True) -> tuple[str, ...]:
@@ -372,11 +423,12 @@ class OllamaEngine(Engine):
         """SIZE, PROCESSOR and CONTEXT of ``ollama ps`` after ``ollama run`` of this plan on one ``device``.
 
         With ``num_batch`` unset, Ollama's VRAM step-down applies; with ``num_gpu`` unset and the model
-        too large, llama-server's fit places the layers (module docstring)."""
+        too large, llama-server's fit places the layers; on a CPU the repacked copy is the device's (module
+        docstring)."""
         t = w.spec.text
         gpu = device.kind != "cpu"
         free = device.usable_bytes(display_attached) if gpu else 0
-        eng = self
+        eng = self.for_device(device)
         if self.n_ubatch is None:
             eng = replace(eng, n_ubatch=self._automatic_batch(w, free))
         eng = eng.bind(w)
@@ -390,9 +442,10 @@ class OllamaEngine(Engine):
         ngl = t.num_layers + 1 if eng.n_gpu_layers is None else min(eng.n_gpu_layers, t.num_layers + 1)
         if gpu and ngl == t.num_layers + 1 and not fit:
             size = vram  # MemorySize: every layer offloaded, no overflow -> total = vram
-        else:  # every buffer, mmap'd weights trimmed to the file's size
+        else:  # every buffer, mmap'd weights trimmed to the file's size; a repacked copy (CPU_REPACK) is kept
             text_file = sum(weight_bytes_by_component(w.spec, w.quant).values())
-            size = text_file + sum(x.bytes for x in m.terms if x.category is not Category.WEIGHTS
+            size = text_file + sum(x.bytes for x in m.terms if (x.category is not Category.WEIGHTS
+                                                                or x.component is Component.REPACKED_WEIGHTS)
                                    and x.component not in drop)
         return PsLine(tag_for(w.spec, w.quant), size, vram, effective_num_ctx(t, w.ctx), eng.n_ubatch,
                       ngl if gpu else 0, eng.n_cpu_moe, fit)
@@ -461,6 +514,8 @@ class OllamaEngine(Engine):
                f"OLLAMA_FLASH_ATTENTION={1 if self.flash_attn else 0}"]
         if self.n_cpu_moe:
             env.append(f"LLAMA_ARG_N_CPU_MOE={self.n_cpu_moe}")
+        if not self.repack:
+            env.append("LLAMA_ARG_REPACK=0")
         if gpus > 1:
             var = "ROCR_VISIBLE_DEVICES" if device.vendor == "amd" else "CUDA_VISIBLE_DEVICES"
             env.append(f"{var}={','.join(str(i) for i in range(gpus))}")
@@ -581,12 +636,16 @@ class OllamaEngine(Engine):
                 ctx = to_int(k, v)
             elif k == "LLAMA_ARG_N_CPU_MOE":
                 settings["n_cpu_moe"] = to_int(k, v)
+            elif k == "LLAMA_ARG_REPACK":  # common/arg.cpp: parse_bool_value (is_truthy / is_falsey), else refused
+                if v not in _LLAMA_TRUE | _LLAMA_FALSE:
+                    raise EngineError(f"{k}={v!r}: llama-server refuses it (on / off, true / false, 1 / 0)")
+                settings["repack"] = v in _LLAMA_TRUE
             elif k in _DEVICE_ENV:
                 gpus = len([d for d in v.split(",") if d.strip()])
             elif k not in _IGNORED_ENV:
                 raise EngineError(f"g4sim does not plan {k}; it reads OLLAMA_NUM_PARALLEL, OLLAMA_KV_CACHE_TYPE, "
-                                  "OLLAMA_FLASH_ATTENTION, OLLAMA_CONTEXT_LENGTH, LLAMA_ARG_N_CPU_MOE and "
-                                  "CUDA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES")
+                                  "OLLAMA_FLASH_ATTENTION, OLLAMA_CONTEXT_LENGTH, LLAMA_ARG_N_CPU_MOE, "
+                                  "LLAMA_ARG_REPACK and CUDA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES")
         if "num_ctx" in params:
             ctx = to_int("num_ctx", params["num_ctx"])
         if "num_batch" in params:
