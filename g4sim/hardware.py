@@ -105,6 +105,9 @@ class Efficiency:
     expert_gemm_half_rows: float = 0.0
     # calibrated per weight-only format (int8, int4-gN: bf16 compute over packed weights), where measured
     by_format: dict[str, tuple[float, float]] | None = None
+    # phase -> {"median", "p90", "n"}: held-out |error| of tokens/s of the rows these efficiencies were fitted
+    # beside (g4sim's own model on this device, `g4sim calibrate --write`); empty where never calibrated
+    bands: tuple[tuple[str, dict], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -345,6 +348,7 @@ def parse_profile(data: Any, path: Path, user_file: bool = False) -> HardwarePro
         raise _fail(path, "efficiency.provenance", "must say where the efficiencies come from")
     by_dtype = _efficiency_pairs(path, eff, "by_dtype", DTYPES)
     by_format = _efficiency_pairs(path, eff, "by_format", WEIGHT_ONLY_FORMATS)
+    bands = _efficiency_bands(path, eff)
     half_rows = eff.get("expert_gemm_half_rows", 0.0)
     if isinstance(half_rows, bool) or not isinstance(half_rows, (int, float)) or half_rows < 0:
         raise _fail(path, "efficiency.expert_gemm_half_rows", f"must be a number >= 0, got {half_rows!r}")
@@ -383,7 +387,7 @@ def parse_profile(data: Any, path: Path, user_file: bool = False) -> HardwarePro
         memory_bytes=int(data["memory_bytes"]), memory_bandwidth_bytes_per_s=float(data["memory_bandwidth_bytes_per_s"]),
         peak_flops=flops, unified_memory=data["unified_memory"],
         efficiency=Efficiency(float(eff["prefill_compute"]), float(eff["decode_bandwidth"]), eff["provenance"],
-                              by_dtype or None, float(half_rows), by_format or None),
+                              by_dtype or None, float(half_rows), by_format or None, bands),
         sources=tuple(data["sources"]), reserve=reserve, memory_type=data.get("memory_type", ""),
         interconnect=interconnect, host_link=host_link, usable_memory_fraction=float(frac),
         published=tuple(published), notes=data.get("notes", ""), provenance=provenance, cpu_features=cpu_features,
@@ -436,14 +440,42 @@ def _efficiency_pairs(path: Path, eff: dict, block: str, keys: tuple[str, ...]) 
     return out
 
 
+BAND_PHASES, BAND_FIGURES = ("prefill", "decode"), ("median", "p90", "n")
+
+
+def _efficiency_bands(path: Path, eff: dict) -> tuple[tuple[str, dict], ...]:
+    """efficiency.bands.<phase>.{median, p90, n}: held-out |error| fractions (null where n is 0) and a row count."""
+    block = eff.get("bands")
+    if block is None:
+        return ()
+    if not isinstance(block, dict) or set(block) != set(BAND_PHASES):
+        raise _fail(path, "efficiency.bands", f"must map each of {', '.join(BAND_PHASES)} to median, p90, n")
+    out = []
+    for phase in BAND_PHASES:
+        b = block[phase]
+        if not isinstance(b, dict) or set(b) != set(BAND_FIGURES):
+            raise _fail(path, f"efficiency.bands.{phase}", "must have median, p90 and n")
+        n = b["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise _fail(path, f"efficiency.bands.{phase}.n", f"must be a count of rows >= 0, got {n!r}")
+        for key in ("median", "p90"):
+            v = b[key]
+            if (v is None) != (n == 0) or (v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                            or v < 0)):
+                raise _fail(path, f"efficiency.bands.{phase}.{key}", f"must be a fraction >= 0 (null when n is 0), "
+                                                                      f"got {v!r}")
+        out.append((phase, {"median": b["median"], "p90": b["p90"], "n": n}))
+    return tuple(out)
+
+
 def numeric_fields(data: dict) -> list[str]:
     """The dotted paths of every numeric figure a profile mapping has, in file order: each needs a provenance entry.
 
     memory_bytes, memory_bandwidth_bytes_per_s, peak_flops.<dtype>, interconnect / host_link
     .bandwidth_bytes_per_s_per_direction (where the link is given), usable_memory_fraction (where written),
     reserved.{driver,display,os}_bytes, efficiency.{prefill_compute,decode_bandwidth},
-    efficiency.by_dtype.<dtype>.{prefill_compute,decode_bandwidth}, efficiency.by_format.<format>.{...} and
-    efficiency.expert_gemm_half_rows (where written).
+    efficiency.by_dtype.<dtype>.{prefill_compute,decode_bandwidth}, efficiency.by_format.<format>.{...},
+    efficiency.expert_gemm_half_rows and efficiency.bands.<phase>.{median,p90,n} (where written).
     ``published`` figures are not in it: each already carries its own source.
     """
     fields = ["memory_bytes", "memory_bandwidth_bytes_per_s"]
@@ -459,6 +491,9 @@ def numeric_fields(data: dict) -> list[str]:
             fields += [f"efficiency.{block}.{name}.{key}" for key in _EFFICIENCY_FIGURES]
     if "expert_gemm_half_rows" in eff:
         fields.append("efficiency.expert_gemm_half_rows")
+    for phase, b in (eff.get("bands") or {}).items():
+        fields += [f"efficiency.bands.{phase}.{key}" for key in BAND_FIGURES if isinstance(b, dict)
+                   and b.get(key) is not None]
     return fields
 
 

@@ -185,6 +185,9 @@ def _mutated(mutate):
      ["field 'efficiency.by_format.int3'", "int8, int4-g128"]),
     (lambda d: d["efficiency"].update(by_format={"int8": {"prefill_compute": 0.5, "decode_bandwidth": 2}}),
      ["field 'efficiency.by_format.int8.decode_bandwidth'", "(0, 1]", "2"]),
+    (lambda d: d["efficiency"].update(bands={"prefill": {"median": 0.1, "p90": 0.2, "n": 3},
+                                             "decode": {"median": None, "p90": 0.1, "n": 0}}),
+     ["field 'efficiency.bands.decode.p90'", "null when n is 0", "0.1"]),
     (lambda d: d.update(name="other"), ["field 'name' is 'other' but the file is my-gpu.yaml"]),
     (lambda d: d.update(cpu_features={"set": "avx9"}), ["field 'cpu_features.set'", "valid: x86-avx2", "arm-i8mm"]),
     (lambda d: d.update(cpu_features="arm-dotprod"), ["field 'cpu_features' must be a mapping: set: arm-dotprod"]),
@@ -246,7 +249,7 @@ def test_every_field_is_documented():
         assert f"`{key}`" in doc, key
         assert f"{key}:" in example, key  # given or shown commented out
     for key in (*hardware.RESERVE_FIGURES, *hardware.PROVENANCE_KINDS, *CPU_FEATURE_SETS, *hardware.DTYPES,
-                "by_dtype", "by_format", "expert_gemm_half_rows", "bandwidth_bytes_per_s_per_direction"):
+                "by_dtype", "by_format", "bands", "expert_gemm_half_rows", "bandwidth_bytes_per_s_per_direction"):
         assert f"`{key}`" in doc, key
 
 

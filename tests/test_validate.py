@@ -58,7 +58,7 @@ def test_llamacpp_rows_follow_split_v3():
 
 def test_calibrate_re_derives_the_committed_efficiencies():
     from g4sim.hardware import WEIGHT_ONLY_FORMATS, get_profile
-    from g4sim.measure.calibrate import fit
+    from g4sim.measure.calibrate import fit, heldout_bands
 
     fitted = fit(STORE_DIR, "ci-cpu-2core")
     eff = get_profile("ci-cpu-2core").efficiency
@@ -67,6 +67,30 @@ def test_calibrate_re_derives_the_committed_efficiencies():
         pair = eff.by_format[key] if key in WEIGHT_ONLY_FORMATS else eff.by_dtype[key]
         assert (v["prefill_compute"], v["decode_bandwidth"]) == pair
         assert v["expert_gemm_half_rows"] == eff.expert_gemm_half_rows
+    # the band a g4sim plan on this profile prints: the held-out rows' |error| through these efficiencies
+    assert dict(eff.bands) == heldout_bands(STORE_DIR, "ci-cpu-2core")
+    assert all(b["n"] >= 15 for b in dict(eff.bands).values())
+
+
+def test_a_g4sim_plan_on_the_calibrated_profile_prints_its_held_out_band(capsys):
+    """g4sim's own engine has no speed class: on the profile its rows calibrated, the band is that profile's
+    (efficiency.bands); elsewhere the plan says it has none."""
+    from g4sim.hardware import get_profile
+
+    bands = dict(get_profile("ci-cpu-2core").efficiency.bands)
+    for device, want in (("ci-cpu-2core", bands), ("desktop-ddr5", None)):
+        with pytest.raises(SystemExit) as exc:
+            main(["plan", "--model", "e2b", "--engine", "g4sim", "--quant", "int8", "--gpu", device, "--json"])
+        assert exc.value.code == 0
+        speed = json.loads(capsys.readouterr().out)["throughput"]
+        if want is None:
+            assert not speed["calibrated"] and speed["band"]["decode"].startswith("no error band")
+            continue
+        assert speed["calibrated"] and speed["bands"] == want and speed["speed_class"] == "g4sim on ci-cpu-2core (profile)"
+        for phase in ("prefill", "decode"):
+            b = want[phase]
+            assert speed["band"][phase] == (f"held-out error for g4sim on ci-cpu-2core (profile): median "
+                                            f"{b['median']:.0%}, p90 {b['p90']:.0%}, n={b['n']}")
 
 
 # Held-out rows that fail their tolerance under split v4, reported and kept, never tuned away (a new

@@ -192,7 +192,7 @@ def calibrate(
     """Fit a profile's prefill / decode efficiencies from measurements (calibration variants only)."""
     from pathlib import Path
 
-    from g4sim.measure.calibrate import calibration_note, fit, write_back
+    from g4sim.measure.calibrate import calibration_note, fit, heldout_bands, write_back, write_bands
     from g4sim.measure.measurements import git_commit
 
     if engine is not None or published:
@@ -210,10 +210,15 @@ def calibrate(
 
         err.print("dry run: nothing written (add --write to store these in the profile)")
     if write:
-        path = write_back(device, fitted, calibration_note(fitted, git_commit()[0]))
         from g4sim.cli.app import err
 
-        err.print(f"wrote {path}")
+        note = calibration_note(fitted, git_commit()[0])
+        write_back(device, fitted, note)
+        bands = heldout_bands(Path(store) if store else None, device)  # through the profile just written
+        for phase, b in bands.items():
+            console.print(f"{device} held-out {phase}: median {b['median']}, p90 {b['p90']}, n={b['n']} "
+                          "(|error| of tokens/s, g4sim's held-out rows)")
+        err.print(f"wrote {write_bands(device, bands, note + '; bands: held-out |error| of tokens/s of g4sim rows')}")
 
 
 def _speed_runs(engine: str | None, published: bool, store):

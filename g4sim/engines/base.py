@@ -212,6 +212,9 @@ class Engine:
     # Whether prefill computes KV-shared layers for every prompt token (they write no cache, so an engine
     # may run them for the kept positions only: transformers' _maybe_slice_kv_shared_inputs does).
     prefill_runs_kv_shared_layers: ClassVar[bool] = False
+    # Whether this engine's measured rows are what `g4sim calibrate` fits a profile's efficiencies on (and the
+    # held-out error those efficiencies carry, efficiency.bands, is this engine's band there)
+    calibrates_profiles: ClassVar[bool] = False
 
     ple_location: Location = Location.ACCELERATOR
     logits_kept: int = 1  # positions whose logits are computed in prefill

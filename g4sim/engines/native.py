@@ -343,6 +343,7 @@ class G4simEngine(Engine):
                "g4sim profile --chunk (default: whole prompt; g4sim plans 4096)"),
     )
     command_names: ClassVar[tuple[str, ...]] = ("g4sim",)
+    calibrates_profiles: ClassVar[bool] = True  # g4sim calibrate fits profiles on `g4sim profile` rows
     prefill_chunk: int | None = 4096
     packed_cpu_kernels: bool = False  # bound by ``memory`` on a CPU: int8 / int4 through torch's packed kernels
 

@@ -107,7 +107,7 @@ class Throughput:
                  prefill_tokens_per_s_roofline=self.prefill_tokens_per_s_roofline,
                  decode_tokens_per_s_per_sequence=self.decode_tokens_per_s_per_sequence,
                  decode_tokens_per_s=self.decode_tokens_per_s, decode_tokens_per_s_roofline=self.decode_tokens_per_s_roofline,
-                 provenance=(f"predicted (analytic work x speed terms fitted for {self.speed_class})" if self.calibrated
+                 provenance=(f"predicted (analytic work x terms fitted for {self.speed_class})" if self.calibrated
                              else f"predicted (analytic model x hardware-profile efficiencies; uncalibrated: no fitted "
                                   f"terms for {self.speed_class})"),
                  band={phase: self.band_text(phase) for phase in ("prefill", "decode")})
@@ -226,6 +226,7 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
     """Prefill ``w.ctx`` prompt tokens for ``w.batch`` sequences, then one decode step at that length.
     ``terms``: speed terms to use instead of the shipped ones for this engine and backend (calibration)."""
     p_flop, expert_per_row, p_bytes, d_flop, d_bytes = work(engine, w, kept)
+    profile_bands, profile_key = {}, ""
     dtype = compute_dtype(w.quant)
     peak, bw = device.flops(dtype), device.memory_bandwidth_bytes_per_s
     t = w.spec.text
@@ -241,6 +242,8 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
         provenance = terms.provenance
     else:
         eff_p, eff_d, provenance = efficiencies(device, dtype, w.quant)
+        if engine.calibrates_profiles and device.efficiency.bands:  # fitted on this engine's rows: their band
+            profile_bands, profile_key = dict(device.efficiency.bands), f"{engine.name} on {device.name} (profile)"
         # small routed GEMMs run below the dense efficiency: weight their FLOPs by 1 / (m / (m + half_rows))
         p_work = p_flop + expert_per_row * device.efficiency.expert_gemm_half_rows
         prefill_s = max(p_work / (peak * eff_p), p_bytes / (bw * eff_d))
@@ -284,8 +287,8 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
         prefill_seconds_roofline=prefill_roof, decode_step_bytes=d_bytes, decode_step_flop=d_flop,
         decode_step_seconds=step_s, decode_step_seconds_roofline=step_roof, decode_bound=bound,
         compute_dtype=dtype, efficiency_provenance=provenance, comm_seconds_per_step=comm, layout=layout,
-        speed_class=terms.key if terms else speed_class_of(engine, device), calibrated=terms is not None,
-        bands=dict(terms.bands) if terms else {},
+        speed_class=terms.key if terms else profile_key or speed_class_of(engine, device),
+        calibrated=terms is not None or bool(profile_bands), bands=dict(terms.bands) if terms else profile_bands,
     )
 
 

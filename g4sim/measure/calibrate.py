@@ -90,7 +90,8 @@ def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> P
     pair = lambda v: {"prefill_compute": v["prefill_compute"], "decode_bandwidth": v["decode_bandwidth"]}  # noqa: E731
     halves = {v["expert_gemm_half_rows"] for v in fitted.values() if "expert_gemm_half_rows" in v}
     half_rows = halves.pop() if halves else eff.get("expert_gemm_half_rows")
-    for key in ("by_dtype", "by_format", "expert_gemm_half_rows"):  # re-added below in numeric_fields' order
+    # re-added below in numeric_fields' order; the bands of the old efficiencies go (write_bands adds the new ones)
+    for key in ("by_dtype", "by_format", "expert_gemm_half_rows", "bands"):
         eff.pop(key, None)
     eff["by_dtype"] = {d: pair(v) for d, v in fitted.items() if d not in WEIGHT_ONLY_FORMATS}
     by_format = {f: pair(v) for f, v in fitted.items() if f in WEIGHT_ONLY_FORMATS}
@@ -102,7 +103,7 @@ def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> P
     # every figure written is a calibrated one: stamp its provenance entry (in file order), drop removed ones
     prov = data.setdefault("provenance", {})
     for key in [k for k in prov if k.startswith(("efficiency.by_dtype.", "efficiency.by_format.",
-                                                 "efficiency.expert_gemm_half_rows"))]:
+                                                 "efficiency.expert_gemm_half_rows", "efficiency.bands."))]:
         del prov[key]
     written = [f"efficiency.{block}.{d}.{k}" for block in ("by_dtype", "by_format") for d in eff.get(block) or {}
                for k in ("prefill_compute", "decode_bandwidth")]
@@ -110,13 +111,56 @@ def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> P
     for key in written:
         prov[key] = {"kind": "calibrated", "source": note}
     parse_profile(data, path)  # refuse to write a profile that would not load
+    _dump(path, data)
+    _load_all.cache_clear()
+    return path
+
+
+def heldout_bands(store: Path | None = None, device: str = "ci-cpu-2core") -> dict[str, dict]:
+    """phase -> band (median, p90 and n of |error| of tokens/s) over g4sim's held-out rows on ``device``, predicted
+    through the profile as it now stands: the error a g4sim plan there carries (efficiency.bands)."""
+    from g4sim.measure.measurements import load_store
+    from g4sim.measure.speedfit import band
+    from g4sim.measure.validate import checks_for_row
+
+    frame = load_store(store)
+    frame = frame[(frame["status"] == "ok") & (frame["device"] == device) & (frame["engine"].fillna("g4sim") == "g4sim")]
+    errors: dict[str, list[float]] = {"prefill": [], "decode": []}
+    for index, row in frame.iterrows():
+        if split_of(row) != "held-out":
+            continue
+        for c in checks_for_row(int(index), {k: (None if v != v else v) for k, v in row.items()}):
+            if c.figure in ("prefill_tokens_per_s", "decode_tokens_per_s"):
+                errors[c.figure.split("_")[0]].append(c.error)
+    return {phase: band(e) for phase, e in errors.items()}
+
+
+def write_bands(device: str, bands: dict[str, dict], note: str) -> Path:
+    """Store ``heldout_bands`` in the profile's efficiency block (calibrated figures, provenance stamped)."""
+    from g4sim.hardware import BAND_FIGURES, _load_all, get_profile, parse_profile
+
+    path = Path(get_profile(device).path)
+    data = yaml.safe_load(path.read_text())
+    data["efficiency"]["bands"] = {phase: dict(b) for phase, b in bands.items()}
+    prov = data.setdefault("provenance", {})
+    for key in [k for k in prov if k.startswith("efficiency.bands.")]:
+        del prov[key]
+    for phase, b in bands.items():
+        for key in BAND_FIGURES:
+            if b[key] is not None:
+                prov[f"efficiency.bands.{phase}.{key}"] = {"kind": "calibrated", "source": note}
+    parse_profile(data, path)  # refuse to write a profile that would not load
+    _dump(path, data)
+    _load_all.cache_clear()
+    return path
+
+
+def _dump(path: Path, data: dict) -> None:
     header = path.read_text().splitlines()[0] if path.read_text().startswith("#") else ""
     with atomic(path) as tmp, open(tmp, "w") as f:
         if header:
             f.write(header + "\n")
         yaml.safe_dump(data, f, sort_keys=False, width=120)
-    _load_all.cache_clear()
-    return path
 
 
 def calibration_note(fitted: dict[str, dict[str, float]], commit: str) -> str:
