@@ -36,6 +36,9 @@ Sources (ggml-org/llama.cpp):
   extra buffers (CPU_REPACK; AMX first where present) holding a second, re-laid-out copy of the
   matrices of the types the CPU's kernels take (``CPU_FEATURES``, ``extra_buffer_terms``); measured on
   x86-avx2 only.  Component: REPACKED_WEIGHTS (its source names the buffers CPU_REPACK / AMX).
+  A GPU load repacks the weights it leaves on the host (-ngl below n_layer + 1, --n-cpu-moe) only where
+  the GPU backend has no host buffer type (Metal): ``host_extra_buffer_terms``; CUDA / ROCm keep them
+  in CUDA_Host, or with mmap in the mapped file, unrepacked (the section "CPU extra buffers" below).
 
 Runs on every device kind (CUDA, ROCm, Metal, Vulkan, CPU).  No torch import.
 """
@@ -54,8 +57,8 @@ from g4sim.analytic.quant import QUANT_FORMATS, get_kv_dtype, get_quant
 from g4sim.analytic.tensors import quant_context, text_tensors
 
 from g4sim.engines.base import (
-    HF_REPOS, Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, flag_values, join_command,
-    missing_towers, model_from_name, split_command, to_int,
+    HF_REPOS, Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, backend_class, flag_values,
+    join_command, missing_towers, model_from_name, split_command, to_int,
 )
 from g4sim.spec import VARIANTS, ModelSpec, TextSpec
 from g4sim.units import MiB
@@ -130,6 +133,10 @@ class LlamaCppEngine(Engine):
     # measured: x86-avx2 (this project's CI machine, a GGML_NATIVE=OFF build); the others from the source.
     # None: the device's (its profile's cpu_features, bound by for_device), else DEFAULT_CPU_FEATURES.
     cpu_features: str | None = None
+    # Whether the GPU backend has a host buffer type, which make_cpu_buft_list lists before ggml-cpu's extra
+    # buffer types (CUDA / ROCm: CUDA_Host), so the weights a GPU load leaves on the host are not repacked;
+    # Metal has none (ggml-metal.cpp get_host_buffer_type = NULL): for_device binds False on Apple silicon.
+    gpu_host_buffer: bool = True
     # Logits rows the worst-case graph reserves: None = llama-server's (the -np slots: tools/server
     # server_output_limits, no draft model); 0 = the C API's default (n_batch: llama-cpp-python, llama-bench).
     n_outputs_max: int | None = None
@@ -158,10 +165,14 @@ class LlamaCppEngine(Engine):
         return _replaced(self, (("n_seq_max", w.batch), ("cache_type_k", w.kv_dtype)))
 
     def for_device(self, device) -> LlamaCppEngine:
-        """The CPU feature set (which weights are repacked) is the device's, unless it was set."""
-        if self.cpu_features is not None or device.cpu_features is None:
-            return self
-        return _replaced(self, (("cpu_features", device.cpu_features),))
+        """The CPU feature set (which weights are repacked) is the device's, unless it was set; on Apple
+        silicon the GPU backend (Metal) has no host buffer type (``gpu_host_buffer``)."""
+        changes = []
+        if self.cpu_features is None and device.cpu_features is not None:
+            changes.append(("cpu_features", device.cpu_features))
+        if self.gpu_host_buffer and backend_class(device.kind, device.vendor) == "metal":
+            changes.append(("gpu_host_buffer", False))
+        return _replaced(self, tuple(changes)) if changes else self
 
     def micro_batch(self, n_ctx_total: int) -> int:
         """The micro-batch llama.cpp uses: llama_context clamps n_batch to the requested context (before it is
@@ -254,8 +265,11 @@ class LlamaCppEngine(Engine):
 
     def memory(self, w: Workload, device_kind: str = "gpu") -> MemoryBreakdown:
         """Engine.memory, plus on a CPU (a llama.cpp build without a GPU backend) the extra CPU buffers
-        weight repacking allocates, and without the GPU copy of the tied output (nothing is offloaded)."""
-        return _llama_memory(self, w, device_kind)
+        weight repacking allocates, and without the GPU copy of the tied output (nothing is offloaded); on a
+        GPU, the extra buffers of the weights it leaves on the host where they are repacked (Metal)."""
+        m = _llama_memory(self, w, device_kind)
+        host = self.host_extra_buffer_terms(w) if device_kind != "cpu" else []
+        return MemoryBreakdown(m.terms + tuple(host)) if host else m
 
     def extra_buffer_terms(self, w: Workload) -> list[MemoryTerm]:
         """The CPU extra buffers (CPU_REPACK; AMX first where the CPU has it) of a CPU-only load."""
@@ -264,6 +278,18 @@ class LlamaCppEngine(Engine):
         return [MemoryTerm(Component.REPACKED_WEIGHTS, n, Location.ACCELERATOR, note)
                 for n, note in _extra_buffers(w.spec, w.quant, self.cpu_features or DEFAULT_CPU_FEATURES, w.file)
                 if n]
+
+    def host_extra_buffer_terms(self, w: Workload) -> list[MemoryTerm]:
+        """A GPU load's CPU extra buffers: the weights it leaves on the host (-ngl, --n-cpu-moe), repacked by
+        the CPU-only rule, where the GPU backend has no host buffer type (Metal; ``gpu_host_buffer``).  Host
+        memory; the device's cpu_features, else DEFAULT_CPU_FEATURES.  None on CUDA / ROCm ("CPU extra
+        buffers" below: make_cpu_buft_list puts CUDA_Host first)."""
+        if not self.repack or self.gpu_host_buffer:
+            return []
+        placed = (self.n_gpu_layers, self.n_cpu_moe)
+        return [MemoryTerm(Component.REPACKED_WEIGHTS, n, Location.HOST, note)
+                for n, note in _extra_buffers(w.spec, w.quant, self.cpu_features or DEFAULT_CPU_FEATURES, w.file,
+                                              placed) if n]
 
     def overhead_terms(self, terms, *, device_kind: str) -> list[MemoryTerm]:
         if device_kind != "gpu":
@@ -403,11 +429,21 @@ def _file_priced(file: WeightFile, spec: ModelSpec, quant: str, vision: bool,
     return tuple(rows) + tuple(r for r in _priced(spec, quant, vision, audio) if r[0] in missing)
 
 
+def _on_host(t: TextSpec, layer: int, experts: bool, n_gpu_layers: int, n_cpu_moe: int) -> bool:
+    """Whether a weight of ``layer`` (-1: the output layer) stays in host memory: src/llama-model.cpp
+    get_layer_buft_list puts layers below ``i_gpu_start`` (and the output unless -ngl > n_layer) on the CPU;
+    --n-cpu-moe overrides the experts of the first N layers to the CPU (common/arg.cpp).  per_layer_model_proj
+    (layer -1 here, layer 0's list in src/models/gemma4.cpp:60) lands alike: layer 0 is on the host iff the
+    output is."""
+    if layer < 0:
+        return n_gpu_layers <= t.num_layers
+    return layer < max(t.num_layers + 1 - n_gpu_layers, 0) or (experts and layer < n_cpu_moe)
+
+
 @lru_cache(maxsize=1024)  # searches and sweeps re-place the same file at many contexts and offload settings
 def _weight_terms(spec: ModelSpec, quant: str, vision: bool, audio: bool, n_gpu_layers: int,
                   n_cpu_moe: int, file: WeightFile | None = None) -> tuple[MemoryTerm, ...]:
     t = spec.text
-    gpu_start = max(t.num_layers + 1 - n_gpu_layers, 0)
     output_on_gpu = n_gpu_layers > t.num_layers
     acc: dict[tuple[Component, Location], int] = {}
     gpu, host = Location.ACCELERATOR, Location.HOST
@@ -418,10 +454,8 @@ def _weight_terms(spec: ModelSpec, quant: str, vision: bool, audio: bool, n_gpu_
             where = host  # input tensors stay in host memory
             if kind == "token_embd" and t.tie_word_embeddings and output_on_gpu:
                 acc[(Component.OUTPUT_COPY, gpu)] = acc.get((Component.OUTPUT_COPY, gpu), 0) + b
-        elif layer < 0:
-            where = gpu if output_on_gpu else host
         else:
-            where = gpu if layer >= gpu_start and not (c is experts and layer < n_cpu_moe) else host
+            where = host if _on_host(t, layer, c is experts, n_gpu_layers, n_cpu_moe) else gpu
         acc[(c, where)] = acc.get((c, where), 0) + b
     what = f"{get_quant(quant).name} GGUF tensors" if file is None else f"{file.label} tensors of {file.name} (as stored)"
     return tuple(MemoryTerm(c, n, where, f"{what}; " + (
@@ -940,9 +974,29 @@ def compute_buffer_bytes(t: TextSpec, *, n_tokens: int, n_outputs: int, kv_full:
 # copy of the tensor; the memory-mapped file still spans it (the CPU_Mapped buffer keeps the whole range, the
 # copied pages are read once at load), so the repacked weights are held twice, up to a second copy of every
 # matrix.  Input tables (token_embd, per_layer_token_embd) feed GET_ROWS and are never repacked; a tied
-# output re-uses token_embd as a MUL_MAT weight and is.  On a GPU build the host buffer type comes first
-# and, with mmap, the loader maps those weights instead (select_weight_buft then "avoid using a host buffer
-# when using mmap"): no extra buffer, so g4sim adds them only for device kind "cpu".
+# output re-uses token_embd as a MUL_MAT weight and is.
+#
+# A GPU load (ggml-org/llama.cpp@0c1e57098, vendored by llama-cpp-python 0.3.36) gives the weights it keeps
+# on the host -- layers below i_gpu_start and the output (-ngl), and --n-cpu-moe / --cpu-moe / --fit's
+# experts -- the same list, cpu_buft_list (src/llama-model.cpp:1591-1596 get_layer_buft_list; 1604 the
+# input layer).  The tensor overrides those flags add name ggml_backend_cpu_buffer_type() (common/common.h:
+# 1206-1218 llm_ffn_exps_cpu_override / llm_add_n_cpu_ffn_overrides, used by common/arg.cpp:2760-2774;
+# common/fit.cpp:577, 657), and the loader turns an override to that type into select_weight_buft over
+# cpu_buft_list ("when overriding to a CPU buffer, consider the extra buffer types": src/llama-model-loader.cpp:
+# 1238-1242, buft_list_cpu = cpu_buft_list: src/llama-model.cpp:1966), so they meet the extra types too.  But
+# make_cpu_buft_list (src/llama-model.cpp:1078-1137) orders the list ACCEL -> the first GPU's host buffer type
+# (1093-1107; skipped with no_host, llama-server --no-host) -> the extra types (1109-1126, use_extra_bufts) ->
+# CPU (ggml-org/llama.cpp PR #12632).  CUDA / ROCm have a host buffer type (ggml/src/ggml-cuda/ggml-cuda.cu:
+# 5143-5146, CUDA_Host) and the CUDA device takes MUL_MAT / MUL_MAT_ID of every GGUF type g4sim prices
+# (ggml-cuda.cu:5215-5273), so it is picked first (select_weight_buft, src/llama-model-loader.cpp:1067-1077):
+# pinned CUDA_Host without mmap, the plain mapped CPU buffer with it (1269-1277) -- never repacked.  Metal has
+# none (ggml/src/ggml-metal/ggml-metal.cpp:822 get_host_buffer_type = NULL; ggml/src/ggml-backend.cpp:620-627):
+# there the list, and so the per-tensor rule, is the CPU-only load's (the extra types are paired with the CPU
+# device, whose supports_op asks them: ggml/src/ggml-cpu/ggml-cpu.cpp:432-440, repack.cpp:5191-5225), and the
+# repacked copy is a real allocation beside the mapped file (only a device's default buffer type maps the
+# file: src/llama-model.cpp:1854; any other is allocated, 1880) -- ``host_extra_buffer_terms``.  Seen: Ollama's
+# llm/llama_server_test.go (fb3076099) "Metal partial offload with mmap", SmolLM2-360M Q8_0 at -ngl 20 of 33:
+# CPU_REPACK 129.49 MiB = the 13 host layers' Q8_0 matrices (13 x 9,830,400 x 34/32 B); its CUDA ones log none.
 #
 # CPU_REPACK (ggml-cpu/repack.cpp ggml_repack_get_optimal_repack_type; size = ggml_nbytes: get_alloc_size
 # unset): MUL_MAT weights (2-D) and MUL_MAT_ID experts (3-D) of these GGML types, when the rows (ne[1]) are a
@@ -969,9 +1023,10 @@ _MATMUL_KINDS = frozenset({"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gat
                            "other"})
 
 
-def _matmul_weights(spec: ModelSpec, quant: str, file: WeightFile | None) -> list[tuple[str, str, int, int, int, bool]]:
-    """(name, GGML type, rows ne[1], row length ne[0], bytes, 3-D experts) of every weight a MUL_MAT /
-    MUL_MAT_ID reads, the tied output included (a second tensor on token_embd's data)."""
+def _matmul_weights(spec: ModelSpec, quant: str,
+                    file: WeightFile | None) -> list[tuple[str, str, int, int, int, bool, int]]:
+    """(name, GGML type, rows ne[1], row length ne[0], bytes, 3-D experts, layer) of every weight a MUL_MAT /
+    MUL_MAT_ID reads, the tied output included (a second tensor on token_embd's data; layer -1, the output)."""
     t = spec.text
     fmt, qc = get_quant(quant), quant_context(t)
     shapes: dict[str, list] = {}
@@ -981,7 +1036,7 @@ def _matmul_weights(spec: ModelSpec, quant: str, file: WeightFile | None) -> lis
             continue
         typ = fmt.gguf_type(x, qc) if fmt.family == "gguf" else ("F32" if x.kind == "router" else
                                                                   {"fp16": "F16", "bf16": "BF16"}.get(fmt.name, "F32"))
-        e = shapes.setdefault(x.name, [typ, 0, x.cols, 0, x.component == "experts"])
+        e = shapes.setdefault(x.name, [typ, 0, x.cols, 0, x.component == "experts", x.layer])
         e[1] += x.rows  # the experts' gate and up are one fused tensor: their rows add
         e[3] += fmt.tensor_bytes(x, qc) if fmt.family == "gguf" else x.numel * {"F16": 2, "BF16": 2}.get(typ, 4)
     if file is not None:  # the file's own types and bytes
@@ -989,15 +1044,19 @@ def _matmul_weights(spec: ModelSpec, quant: str, file: WeightFile | None) -> lis
         for name, e in shapes.items():
             if name in stored:
                 e[0], e[3] = stored[name].type.upper(), stored[name].bytes
-    return [(name, typ, rows, cols, b, experts) for name, (typ, rows, cols, b, experts) in shapes.items()]
+    return [(name, typ, rows, cols, b, experts, layer) for name, (typ, rows, cols, b, experts, layer) in shapes.items()]
 
 
 @lru_cache(maxsize=256)
-def _extra_buffers(spec: ModelSpec, quant: str, features: str, file: WeightFile | None) -> tuple[tuple[int, str], ...]:
-    """(bytes, note) of the AMX and CPU_REPACK buffers a CPU-only llama.cpp allocates for these weights."""
+def _extra_buffers(spec: ModelSpec, quant: str, features: str, file: WeightFile | None,
+                   placed: tuple[int, int] | None = None) -> tuple[tuple[int, str], ...]:
+    """(bytes, note) of the AMX and CPU_REPACK buffers a CPU-only llama.cpp allocates for these weights;
+    ``placed`` (-ngl, --n-cpu-moe): a GPU load's, for the weights it leaves on the host (``_on_host``)."""
     repack_types = CPU_FEATURES[features]
     amx, repack, n_amx, n_repack, types = 0, 0, 0, 0, set()
-    for _name, typ, rows, cols, b, experts in _matmul_weights(spec, quant, file):
+    for _name, typ, rows, cols, b, experts, layer in _matmul_weights(spec, quant, file):
+        if placed is not None and not _on_host(spec.text, layer, experts, *placed):
+            continue
         if features == "x86-amx" and not experts and typ in _AMX_BLOCK and rows % 32 == 0 \
                 and cols % _AMX_BLOCK[typ] == 0:
             per, extra = _AMX_EXTRA.get(typ, (1, 0))
@@ -1009,8 +1068,9 @@ def _extra_buffers(spec: ModelSpec, quant: str, features: str, file: WeightFile 
             types.add(typ)
     return ((amx, f"AMX extra buffer: {n_amx} MUL_MAT weights packed for AMX tiles (ggml-cpu/amx; from the source, "
                   "untested)"),
-            (repack, f"CPU_REPACK extra buffer ({features}): {n_repack} weights of {', '.join(sorted(types)) or '-'} "
-                     "re-laid out (ggml-cpu/repack.cpp), a second copy beside the mapped file"))
+            (repack, f"CPU_REPACK extra buffer ({features}): {n_repack} {'' if placed is None else 'host-resident '}"
+                     f"weights of {', '.join(sorted(types)) or '-'} re-laid out (ggml-cpu/repack.cpp), a second copy "
+                     "beside the mapped file"))
 
 
 @lru_cache(maxsize=4096)
