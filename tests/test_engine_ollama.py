@@ -271,3 +271,19 @@ def test_llama_arg_repack_reaches_llama_server():
     after = evaluate(request_from_command(before.command, None, dev))
     assert after.memory == before.memory and after.command == before.command
     assert "LLAMA_ARG_REPACK" not in evaluate(Request(w, dev, get_engine("ollama"))).command
+
+
+def test_apple_partial_offload_repacks_the_host_layers_as_llama_cpp_does():
+    """llama-server on Metal (no host buffer type) repacks the weights num_gpu leaves on the host, for the
+    device's cpu_features: Ollama's host REPACKED_WEIGHTS equal LlamaCppEngine's for the same -ngl; none with every
+    layer on the GPU, and none on CUDA."""
+    w = Workload(VARIANTS["26b-a4b"], 4096, 1, "q4_k_m", "fp16")
+    mac, cuda = get_profile("apple-m4-pro-48gb"), get_profile("rtx4090")
+    ngl = 20
+    ollama = get_engine("ollama", n_gpu_layers=ngl)
+    host = evaluate(Request(w, mac, ollama)).memory.get(Component.REPACKED_WEIGHTS, Location.HOST)
+    rule = LlamaCppEngine(n_gpu_layers=ngl, n_ubatch=512).for_device(mac).host_extra_buffer_terms(w)
+    assert ollama.for_device(mac).gpu_host_buffer is False and host > 0 and [t.bytes for t in rule] == [host]
+    full = evaluate(Request(w, mac, get_engine("ollama"))).memory
+    assert full.get(Component.REPACKED_WEIGHTS, None) == 0
+    assert evaluate(Request(w, cuda, ollama)).memory.get(Component.REPACKED_WEIGHTS, None) == 0

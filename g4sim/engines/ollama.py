@@ -201,12 +201,14 @@ def parse_tag(tag: str) -> tuple[str, str]:
 
 @lru_cache(maxsize=1024)
 def _llama(n_ubatch: int, n_seq_max: int, flash_attn: bool, n_gpu_layers: int, n_cpu_moe: int,
-           cuda_context_bytes: int, repack: bool = True, cpu_features: str | None = None) -> LlamaCppEngine:
+           cuda_context_bytes: int, repack: bool = True, cpu_features: str | None = None,
+           gpu_host_buffer: bool = True) -> LlamaCppEngine:
     """The llama-server Ollama starts (one stream per slot, the same K and V type, no --swa-full; weight
     repacking as llama-server's default unless LLAMA_ARG_REPACK says otherwise, for the device's CPU)."""
     return LlamaCppEngine(n_ubatch=n_ubatch, n_seq_max=n_seq_max, kv_unified=False, flash_attn=flash_attn,
                           swa_full=False, cache_type_v=None, n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe,
-                          cuda_context_bytes=cuda_context_bytes, repack=repack, cpu_features=cpu_features)
+                          cuda_context_bytes=cuda_context_bytes, repack=repack, cpu_features=cpu_features,
+                          gpu_host_buffer=gpu_host_buffer)
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ class OllamaEngine(Engine):
     # The CPU feature set ggml-cpu repacks for (llamacpp.py CPU_FEATURES); None: the device's, bound by for_device
     # as LlamaCppEngine.for_device does (the profile's cpu_features), else llamacpp.DEFAULT_CPU_FEATURES.
     cpu_features: str | None = None
+    gpu_host_buffer: bool = True  # False on Apple silicon (Metal): LlamaCppEngine.gpu_host_buffer, bound by for_device
     ple_location: Location = Location.HOST
     cuda_context_bytes: int = 300 * MiB  # as llama.cpp (llamacpp.py)
     allocator_reserve_fraction: float = 0.0
@@ -313,16 +316,19 @@ class OllamaEngine(Engine):
     def for_device(self, device) -> OllamaEngine:
         """llama-server's CPU feature set (which weights ggml-cpu repacks) is the device's, unless it was set:
         LlamaCppEngine.for_device's rule, by call."""
-        features = self._server_defaults().for_device(device).cpu_features
-        return self if features == self.cpu_features else replace(self, cpu_features=features)
+        server = self._server_defaults().for_device(device)
+        if (server.cpu_features, server.gpu_host_buffer) == (self.cpu_features, self.gpu_host_buffer):
+            return self
+        return replace(self, cpu_features=server.cpu_features, gpu_host_buffer=server.gpu_host_buffer)
 
     def _server_defaults(self) -> LlamaCppEngine:
-        return _llama(512, 1, True, 999, 0, self.cuda_context_bytes, self.repack, self.cpu_features)
+        return _llama(512, 1, True, 999, 0, self.cuda_context_bytes, self.repack, self.cpu_features,
+                      self.gpu_host_buffer)
 
     def _server(self, t: TextSpec, ctx: int, batch: int) -> LlamaCppEngine:
         ngl = 999 if self.n_gpu_layers is None else self.n_gpu_layers
         return _llama(self.auto_num_batch(t, ctx, batch), batch, self.flash_attn, ngl, self.n_cpu_moe,
-                      self.cuda_context_bytes, self.repack, self.cpu_features)
+                      self.cuda_context_bytes, self.repack, self.cpu_features, self.gpu_host_buffer)
 
     # ---- what it can run -------------------------------------------------------------
     def compatibility(self, w: Workload, device, gpus: int) -> str | None:
@@ -405,8 +411,11 @@ class OllamaEngine(Engine):
     # ---- a CPU-only load ---------------------------------------------------------------------
     def memory(self, w: Workload, device_kind: str = "gpu") -> MemoryBreakdown:
         """Engine.memory, and on a CPU llama.cpp's CPU-only path (llamacpp.py ``_llama_memory``, by call): no
-        GPU copy of the tied output, plus the extra buffers weight repacking allocates (module docstring)."""
-        return _llama_memory(self, w, device_kind)
+        GPU copy of the tied output, plus the extra buffers weight repacking allocates (module docstring); on
+        Apple silicon the repacked copy of the weights llama-server leaves on the host (LlamaCppEngine.memory)."""
+        m = _llama_memory(self, w, device_kind)
+        host = self._server(w.spec.text, w.ctx, w.batch).host_extra_buffer_terms(w) if device_kind != "cpu" else []
+        return MemoryBreakdown(m.terms + tuple(host)) if host else m
 
     def extra_buffer_terms(self, w: Workload) -> list[MemoryTerm]:
         """The CPU_REPACK / AMX buffers of the llama-server Ollama starts (LlamaCppEngine.extra_buffer_terms)."""
