@@ -33,6 +33,9 @@ this rule was written; the rule is the float rows', not chosen from those errors
 (``g4sim profile --impl transformers-sdpa|-eager``, measured 2026-11-23 before this rule) leave
 ``other-impl`` by the same model rule: e2b and 31b fit the ``transformers/cpu-x86`` speed terms (both
 attention implementations, one class), e4b and 26b-a4b are held out; none had been fitted before.
+v4 amended (2026-11-23, before they were measured): transformers' 26b-a4b fp32 rows calibrate too, as
+g4sim's do (CALIBRATION_MOE), so its routed-expert term is fitted; its held-out 26b-a4b bf16 rows had
+shown the unpriced MoE prefill (+68 % to +88 %) under the dense-only fit, which is why they were added.
 
 (Split v1 calibrated the expert term on 26b-a4b at 2048 and validated it at 512 / 1024 — neighbouring
 contexts of the same model and dtype — after those rows had failed; v2 replaces it.)  Each row of
@@ -57,8 +60,9 @@ def split_of(row: dict[str, Any]) -> str:
     if impl == "llamacpp":
         return "calibration" if (str(row["model"]), int(row["layers"])) in LLAMACPP_CALIBRATION else "held-out"
     model = str(row["model"])
-    if impl.startswith("transformers-"):  # split v4: by model, as g4sim's own rows
-        return "calibration" if model in CALIBRATION_MODELS else "held-out"
+    if impl.startswith("transformers-"):  # split v4: by model (and the MoE fp32 rows), as g4sim's own rows
+        fmt = weight_format(row)
+        return "calibration" if model in CALIBRATION_MODELS or (model, fmt) in CALIBRATION_MOE else "held-out"
     if impl != "g4sim":
         return "other-impl"
     fmt = weight_format(row)
