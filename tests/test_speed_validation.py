@@ -75,8 +75,9 @@ CLASS_LEDGER = {
     # held-out Jetson Thor (NVFP4, concurrency 1 and 8): end-to-end throughput with a 2048-token prompt rests on a
     # prefill term fitted on three GB10 rows; 31B at concurrency 8 predicted 64 % slow before the joint fit.
     ("vllm/cuda", "decode"),
-    # measured on this CPU, not published: transformers' terms come from its dense rows (e2b, 31b; split v4), so its
-    # held-out 26b-a4b prefill (routed experts through grouped_mm) runs 1.7-1.9x slower than predicted (median 19 %).
+    # measured on this CPU, not published: transformers' expert term is fitted on its 26b-a4b fp32 rows (split v4),
+    # and its held-out 26b-a4b bf16 prefill (routed experts through grouped_mm) still runs 1.4-1.7x slower than
+    # predicted (p90 63 %, median 19 %; 77 % before the fp32 rows calibrated it).
     ("transformers/cpu-x86", "prefill"),
 }
 BAR = {"decode": (0.15, 0.30), "prefill": (0.25, 0.40)}

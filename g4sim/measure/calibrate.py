@@ -62,7 +62,7 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
               for dtype, v in samples.items() if v["prefill"] and v["decode"]}
     halves = []
     moe = load_store(store)
-    moe = moe[(moe["status"] == "ok") & (moe["device"] == device)]
+    moe = moe[(moe["status"] == "ok") & (moe["device"] == device) & (moe["engine"].fillna("g4sim") == "g4sim")]
     for _, row in moe.iterrows():
         fmt = weight_format(row)
         if (row["model"], fmt) not in CALIBRATION_MOE or split_of(row) != "calibration":
