@@ -136,3 +136,38 @@ def test_a_pasted_command_on_apple_silicon():
     assert ev.memory.get(Component.REPACKED_WEIGHTS, Location.HOST) == _host_repacked(MOE, "q4_k_m", 999, 10)
     off = evaluate(request_from_command(cmd + " --no-repack", None, get_profile(APPLE)))
     assert off.memory.get(Component.REPACKED_WEIGHTS, None) == 0
+
+
+def test_no_host_on_cuda_repacks_the_host_weights():
+    """llama-server --no-host (common/arg.cpp params.no_host) drops CUDA_Host from make_cpu_buft_list: the
+    weights --n-cpu-moe leaves on the host meet the CPU extra buffer types, as on Metal; the flag round-trips."""
+    cmd = ("llama-server -m gemma-4-26B-A4B-it-Q4_K_M.gguf -c 4096 -np 1 -ngl 999 -fa on -ctk f16 -ctv f16 "
+           "--n-cpu-moe 10")
+    cuda = get_profile("rtx4090")  # no cpu_features: DEFAULT_CPU_FEATURES, x86-avx2
+    x86_avx2 = {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8, "MXFP4": 8}
+    assert evaluate(request_from_command(cmd, None, cuda)).memory.get(Component.REPACKED_WEIGHTS, None) == 0
+    req = request_from_command(cmd + " --no-host", None, cuda)
+    assert req.engine.no_host and "--no-host" in req.engine.launch_command(W, 1, cuda)
+    ev = evaluate(req)
+    assert ev.memory.get(Component.REPACKED_WEIGHTS, Location.HOST) == _host_repacked(MOE, "q4_k_m", 999, 10, x86_avx2)
+    off = evaluate(request_from_command(cmd + " --no-host --no-repack", None, cuda))
+    assert off.memory.get(Component.REPACKED_WEIGHTS, None) == 0
+
+
+def test_plan_takes_no_host(capsys):
+    import json
+
+    from g4sim.cli import main
+
+    args = ["plan", "--model", "26b-a4b", "--quant", "q4_k_m", "--engine", "llamacpp", "--gpu", "rtx4090",
+            "--n-cpu-moe", "10", "--json"]
+    terms = {}
+    for extra in ([], ["--no-host"]):
+        with pytest.raises(SystemExit) as exc:
+            main(args + extra)
+        assert exc.value.code == 0
+        data = json.loads(capsys.readouterr().out)
+        terms[bool(extra)] = sum(t["bytes"] for t in data["memory"]["terms"] if t["component"] == "repacked_weights")
+        assert ("--no-host" in data["launch_command"]) == bool(extra)
+    x86_avx2 = {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8, "MXFP4": 8}
+    assert terms == {False: 0, True: _host_repacked(MOE, "q4_k_m", 999, 10, x86_avx2)}

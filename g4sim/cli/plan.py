@@ -47,6 +47,8 @@ def engine_settings(**given: Any) -> dict[str, Any]:
             settings[switch] = True
     if given.get("no_repack"):
         settings["repack"] = False
+    if given.get("no_host"):
+        settings["no_host"] = True
     return settings
 
 
@@ -130,6 +132,7 @@ def plan(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=1 << 20,
                                              help="llama.cpp -b: logical batch (caps -ub)."),
     no_repack: bool = typer.Option(False, "--no-repack", help="llama.cpp on CPU: no repacked weight copy."),
+    no_host: bool = typer.Option(False, "--no-host", help="llama.cpp: no GPU host buffer (host weights repacked)."),
     kv_unified: bool = typer.Option(False, "--kv-unified", help="llama.cpp: one KV buffer for all slots."),
     cache_type_v: Optional[str] = typer.Option(None, "--cache-type-v", help="llama.cpp -ctv (default: as -ctk)."),
     n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", "--num-gpu", min=0, max=100_000,
@@ -161,7 +164,7 @@ def plan(
         attn_implementation=attn_implementation, prefill_chunk_size=prefill_chunk_size, ubatch_size=ubatch_size,
         flash_attn=flash_attn, swa_full=swa_full, kv_unified=kv_unified, cache_type_v=cache_type_v,
         n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe, gpu_memory_utilization=gpu_memory_utilization,
-        batch_size=batch_size, no_repack=no_repack,
+        batch_size=batch_size, no_repack=no_repack, no_host=no_host,
         max_num_batched_tokens=max_num_batched_tokens, block_size=block_size, enforce_eager=enforce_eager,
         wired_limit_mb=wired_limit_mb, prefill_step_size=prefill_step_size, vllm_version=vllm_version)
     if text_only and (with_vision or with_audio):

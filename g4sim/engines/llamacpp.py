@@ -113,6 +113,9 @@ class LlamaCppEngine(Engine):
                "common/common.h n_batch = 2048"),
         Option("repack", ("--repack", "-nr", "--no-repack"), "CPU weight repacking (extra CPU_REPACK / AMX buffers)",
                "common/common.h no_extra_bufts = false (repacking on); -nr / --no-repack turns it off"),
+        Option("no_host", ("--no-host",), "bypass the GPU's host buffer type for weights left on the host",
+               "common/arg.cpp --no-host (params.no_host, default false): make_cpu_buft_list then skips the host "
+               "buffer type, so those weights meet the CPU extra (repack) buffer types"),
     )
     command_names: ClassVar[tuple[str, ...]] = ("llama-server", "llama-cli")
     file_kinds: ClassVar[frozenset[str]] = frozenset({"gguf"})
@@ -137,6 +140,7 @@ class LlamaCppEngine(Engine):
     # buffer types (CUDA / ROCm: CUDA_Host), so the weights a GPU load leaves on the host are not repacked;
     # Metal has none (ggml-metal.cpp get_host_buffer_type = NULL): for_device binds False on Apple silicon.
     gpu_host_buffer: bool = True
+    no_host: bool = False  # llama-server --no-host: the host buffer type is skipped even where the backend has one
     # Logits rows the worst-case graph reserves: None = llama-server's (the -np slots: tools/server
     # server_output_limits, no draft model); 0 = the C API's default (n_batch: llama-cpp-python, llama-bench).
     n_outputs_max: int | None = None
@@ -284,7 +288,7 @@ class LlamaCppEngine(Engine):
         the CPU-only rule, where the GPU backend has no host buffer type (Metal; ``gpu_host_buffer``).  Host
         memory; the device's cpu_features, else DEFAULT_CPU_FEATURES.  None on CUDA / ROCm ("CPU extra
         buffers" below: make_cpu_buft_list puts CUDA_Host first)."""
-        if not self.repack or self.gpu_host_buffer:
+        if not self.repack or (self.gpu_host_buffer and not self.no_host):
             return []
         placed = (self.n_gpu_layers, self.n_cpu_moe)
         return [MemoryTerm(Component.REPACKED_WEIGHTS, n, Location.HOST, note)
@@ -313,6 +317,8 @@ class LlamaCppEngine(Engine):
             parts.append(f"-b {self.n_batch}")
         if not self.repack:
             parts.append("--no-repack")
+        if self.no_host:
+            parts.append("--no-host")
         if self.swa_full:
             parts.append("--swa-full")
         if self.kv_unified:
@@ -332,8 +338,8 @@ class LlamaCppEngine(Engine):
         for o in cls.options:
             for flag in o.flags:
                 known[flag] = o.field
-        known.update({"--repack": "repack_on", "-nr": "repack_off", "--no-repack": "repack_off"})
-        switches = frozenset({"--swa-full", "--kv-unified", "-kvu", "--repack", "-nr", "--no-repack"})
+        known.update({"--repack": "repack_on", "-nr": "repack_off", "--no-repack": "repack_off", "--no-host": "no_host"})
+        switches = frozenset({"--swa-full", "--kv-unified", "-kvu", "--repack", "-nr", "--no-repack", "--no-host"})
         v = flag_values(argv[1:], known, switches)
         if "model" not in v:
             raise EngineError("llama-server needs -m FILE.gguf")
@@ -364,6 +370,8 @@ class LlamaCppEngine(Engine):
                 settings[field] = True
         if "repack_off" in v:
             settings["repack"] = False
+        if "no_host" in v:
+            settings["no_host"] = True
         kv = cache_type("-ctk", v["ctk"]) if "ctk" in v else "fp16"  # llama.cpp's default cache type is f16
         if "cache_type_v" in v:
             v_type = cache_type("-ctv", v["cache_type_v"])
