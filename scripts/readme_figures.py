@@ -2,9 +2,9 @@
 
 Two blocks of README.md are rewritten between their markers:
 
-* ``<!-- figures:validate -->``: per figure and split (calibration = in-sample, held-out, quantized,
-  other-impl), the rows, mean |error|, worst error and failures of ``g4sim validate --json`` on the
-  committed measurements (reports/measurements);
+* ``<!-- figures:validate -->``: per figure and split (calibration = in-sample, held-out; split v4,
+  g4sim/measure/split.py), the rows, mean |error|, worst error and failures of ``g4sim validate --json``
+  on the committed measurements (reports/measurements);
 * ``<!-- figures:speed -->``: per engine x backend class and phase, the median / p90 |error| of tokens/s
   and the row counts, in-sample and held-out apart, of ``g4sim validate --speed --published --json``
   (llama.cpp measured on this CPU, and the published runs).
