@@ -271,9 +271,7 @@ class LlamaCppEngine(Engine):
         """Engine.memory, plus on a CPU (a llama.cpp build without a GPU backend) the extra CPU buffers
         weight repacking allocates, and without the GPU copy of the tied output (nothing is offloaded); on a
         GPU, the extra buffers of the weights it leaves on the host where they are repacked (Metal)."""
-        m = _llama_memory(self, w, device_kind)
-        host = self.host_extra_buffer_terms(w) if device_kind != "cpu" else []
-        return MemoryBreakdown(m.terms + tuple(host)) if host else m
+        return _llama_memory(self, w, device_kind)
 
     def extra_buffer_terms(self, w: Workload) -> list[MemoryTerm]:
         """The CPU extra buffers (CPU_REPACK; AMX first where the CPU has it) of a CPU-only load."""
@@ -1031,8 +1029,9 @@ _MATMUL_KINDS = frozenset({"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gat
                            "other"})
 
 
+@lru_cache(maxsize=256)  # one table serves every feature set and placement _extra_buffers prices
 def _matmul_weights(spec: ModelSpec, quant: str,
-                    file: WeightFile | None) -> list[tuple[str, str, int, int, int, bool, int]]:
+                    file: WeightFile | None) -> tuple[tuple[str, str, int, int, int, bool, int], ...]:
     """(name, GGML type, rows ne[1], row length ne[0], bytes, 3-D experts, layer) of every weight a MUL_MAT /
     MUL_MAT_ID reads, the tied output included (a second tensor on token_embd's data; layer -1, the output)."""
     t = spec.text
@@ -1052,7 +1051,8 @@ def _matmul_weights(spec: ModelSpec, quant: str,
         for name, e in shapes.items():
             if name in stored:
                 e[0], e[3] = stored[name].type.upper(), stored[name].bytes
-    return [(name, typ, rows, cols, b, experts, layer) for name, (typ, rows, cols, b, experts, layer) in shapes.items()]
+    return tuple((name, typ, rows, cols, b, experts, layer)
+                 for name, (typ, rows, cols, b, experts, layer) in shapes.items())
 
 
 @lru_cache(maxsize=256)
@@ -1083,9 +1083,13 @@ def _extra_buffers(spec: ModelSpec, quant: str, features: str, file: WeightFile 
 
 @lru_cache(maxsize=4096)
 def _llama_memory(engine: LlamaCppEngine, w: Workload, device_kind: str) -> MemoryBreakdown:
+    """Engine.memory of a llama-server load (``engine``: llama.cpp's, or Ollama's, which starts one): on a GPU,
+    plus the repacked copy of the weights left on the host where they are repacked (``host_extra_buffer_terms``);
+    on a CPU, no GPU copy of the tied output and the CPU extra buffers (``extra_buffer_terms``)."""
     m = Engine.memory(engine, w, device_kind)
     if device_kind != "cpu":
-        return m
+        host = engine.host_extra_buffer_terms(w)
+        return MemoryBreakdown(m.terms + tuple(host)) if host else m
     # a CPU-only build offloads nothing (llama_supports_gpu_offload() is false): no GPU copy of the tied output
     terms = tuple(x for x in m.terms if x.component is not Component.OUTPUT_COPY)
     return MemoryBreakdown(terms + tuple(engine.extra_buffer_terms(w)))

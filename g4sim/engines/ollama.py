@@ -408,18 +408,20 @@ class OllamaEngine(Engine):
     def overhead_terms(self, terms, *, device_kind: str) -> list[MemoryTerm]:
         return self._server_defaults().overhead_terms(terms, device_kind=device_kind)
 
-    # ---- a CPU-only load ---------------------------------------------------------------------
+    # ---- llama-server's CPU-side buffers ---------------------------------------------------------------------
     def memory(self, w: Workload, device_kind: str = "gpu") -> MemoryBreakdown:
         """Engine.memory, and on a CPU llama.cpp's CPU-only path (llamacpp.py ``_llama_memory``, by call): no
         GPU copy of the tied output, plus the extra buffers weight repacking allocates (module docstring); on
         Apple silicon the repacked copy of the weights llama-server leaves on the host (LlamaCppEngine.memory)."""
-        m = _llama_memory(self, w, device_kind)
-        host = self._server(w.spec.text, w.ctx, w.batch).host_extra_buffer_terms(w) if device_kind != "cpu" else []
-        return MemoryBreakdown(m.terms + tuple(host)) if host else m
+        return _llama_memory(self, w, device_kind)
 
     def extra_buffer_terms(self, w: Workload) -> list[MemoryTerm]:
         """The CPU_REPACK / AMX buffers of the llama-server Ollama starts (LlamaCppEngine.extra_buffer_terms)."""
         return self._server(w.spec.text, w.ctx, w.batch).extra_buffer_terms(w)
+
+    def host_extra_buffer_terms(self, w: Workload) -> list[MemoryTerm]:
+        """Its repacked copy of the weights left on the host (LlamaCppEngine.host_extra_buffer_terms: Metal)."""
+        return self._server(w.spec.text, w.ctx, w.batch).host_extra_buffer_terms(w)
 
     # ---- what `ollama ps` shows ------------------------------------------------------------
     def user_view(self, w: Workload, device, display_attached: bool = True) -> tuple[str, ...]:
