@@ -1,9 +1,9 @@
 """g4sim's own PyTorch runtime (``g4sim.model``): what ``g4sim profile`` measures.
 
 Preallocated cache: a sliding layer keeps a ring buffer of ``min(ctx, sliding_window)``
-positions, a full layer ``ctx`` positions, KV-shared layers nothing; attention is one
+positions, a full layer ``ctx`` positions, KV-shared layers nothing; prefill attention is one
 ``scaled_dot_product_attention`` call with ``enable_gqa`` (no K/V expansion) over [ring ++ chunk]
-on sliding layers; prefill is chunked; only the last position's logits are computed.  It loads
+on sliding layers (decode: ``decode_attention``'s fp32 matmuls); prefill is chunked; only the last position's logits are computed.  It loads
 float weights and its own weight-only int8 / int4-gN, runs on one CPU or one CUDA GPU, and keeps
 K/V in the model's dtype.  Its activations are priced step by step from the model's source
 (``prefill_phases``): the prefill peak is the step where the most is live together, and each
@@ -41,10 +41,15 @@ PACKED_MAX_ROWS = {"int8": 16, "int4": 1024}
 CPU_DEQUANT_BYTES_PER_ELEMENT = {"int8": 2, "int4": 9}
 
 
+def _quantized_matrices(t: TextSpec) -> list:
+    """The attention and MLP / expert matrices g4sim.model.quant stores quantized."""
+    return [x for x in text_tensors(t) if x.kind.startswith(("attn_", "ffn_"))]
+
+
 def cpu_dequant_bytes(t: TextSpec, rows: int, bits: int, a: int) -> tuple[int, str]:
     """(bytes, why) of the transient weight copy a CPU matmul of ``rows`` rows makes (g4sim/model/quant.py)."""
     kind = "int4" if bits == 4 else "int8"
-    mats = [x for x in text_tensors(t) if x.kind.startswith(("attn_", "ffn_"))]
+    mats = _quantized_matrices(t)
     largest = max(mats, key=lambda x: x.rows * x.cols)
     if rows <= PACKED_MAX_ROWS[kind]:
         # int4 with a partial group (704- / 2112-wide inputs): a column slice of x and a second output [rows, N]
@@ -328,7 +333,7 @@ def prefill_phases(t: TextSpec, *, chunk: int, ctx: int, batch: int, a: int, kep
     add("final norm", last, tables + sum(shared.values()), ple, Component.NORMS, norm_bytes(B * m * h, a),
         "a norm's fp32 copies")
     add("logits", 2 * Hm, 0, 0, Component.LOGITS, logits_region_bytes(t, m, B, a),
-        "fp32 logits and the softcap's temporaries" if t.final_logit_softcapping else "fp32 logits")
+        "the LM head's output and its fp32 copy (the softcap in place)")
     return tuple(out)
 
 
@@ -410,7 +415,7 @@ class G4simEngine(Engine):
             terms.append(MemoryTerm(Component.DEQUANT_WORKSPACE, nbytes, Location.ACCELERATOR, why))
         elif fmt.family == "int":  # weight-only int8 / int4: one matrix (or one expert) dequantized at a time
             per = DEQUANT_BYTES_PER_ELEMENT["int4" if fmt.linear_bits == 4 else "int8"]
-            largest = max(x.rows * x.cols for x in text_tensors(t) if x.kind.startswith(("attn_", "ffn_")))
+            largest = max(x.rows * x.cols for x in _quantized_matrices(t))
             terms.append(MemoryTerm(Component.DEQUANT_WORKSPACE, largest * per, Location.ACCELERATOR,
                                     f"largest quantized matrix {largest:,} elements x {per} B "
                                     "(fp32 copies while dequantizing on the fly)"))

@@ -15,7 +15,7 @@ calibrated where measured), so it never beats the bound.  Layouts:
 Weight bytes are the exact file's stored bytes when the workload carries one (``Workload.file``).
 
 Where an engine has fitted speed terms for the device's backend class (``speed_classes.yaml``,
-written by ``g4sim calibrate --engine-rows`` / ``--published``), one device's phases are instead
+written by ``g4sim calibrate --engine`` / ``--published``), one device's phases are instead
 (``EngineSpeed``): prefill = (FLOPs the engine computes / e_p[format] + expert FLOPs per row x
 expert_rows_at_peak) / peak + forward passes x layers x prefill_layer_seconds; a decode step =
 max(bytes / (bandwidth x e_d[format]), FLOPs / (peak x e_p)) + layers x decode_layer_seconds -- the
@@ -226,7 +226,6 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
     """Prefill ``w.ctx`` prompt tokens for ``w.batch`` sequences, then one decode step at that length.
     ``terms``: speed terms to use instead of the shipped ones for this engine and backend (calibration)."""
     p_flop, expert_per_row, p_bytes, d_flop, d_bytes = work(engine, w, kept)
-    profile_bands, profile_key = {}, ""
     dtype = compute_dtype(w.quant)
     peak, bw = device.flops(dtype), device.memory_bandwidth_bytes_per_s
     t = w.spec.text
@@ -239,11 +238,12 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
         prefill_s = (max((p_flop / eff_p + expert_per_row * terms.expert_rows_at_peak) / peak, p_bytes / (bw * eff_d))
                      + prefill_seconds_fixed(prefill_steps, t.num_layers, terms.prefill_layer_seconds))
         fixed_step = t.num_layers * terms.decode_layer_seconds
-        provenance = terms.provenance
+        provenance, key, bands = terms.provenance, terms.key, dict(terms.bands)
     else:
         eff_p, eff_d, provenance = efficiencies(device, dtype, w.quant)
-        if engine.calibrates_profiles and device.efficiency.bands:  # fitted on this engine's rows: their band
-            profile_bands, profile_key = dict(device.efficiency.bands), f"{engine.name} on {device.name} (profile)"
+        # fitted on this engine's own rows (g4sim calibrate): the band those rows held out, else none
+        bands = dict(device.efficiency.bands) if engine.calibrates_profiles else {}
+        key = f"{engine.name} on {device.name} (profile)" if bands else speed_class_of(engine, device)
         # small routed GEMMs run below the dense efficiency: weight their FLOPs by 1 / (m / (m + half_rows))
         p_work = p_flop + expert_per_row * device.efficiency.expert_gemm_half_rows
         prefill_s = max(p_work / (peak * eff_p), p_bytes / (bw * eff_d))
@@ -277,8 +277,7 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
         host_step = d_bytes * share / (host_bw * host.efficiency.decode_bandwidth)
         step_s = step_s * (1 - share) + host_step
         step_roof = step_roof * (1 - share) + d_bytes * share / host_bw
-        micro_batches = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))
-        upload = micro_batches * host_weight_bytes / host_link_bytes_per_s(device)
+        upload = prefill_steps * host_weight_bytes / host_link_bytes_per_s(device)  # once per micro-batch
         prefill_s, prefill_roof = prefill_s + upload, prefill_roof + upload
         bound = "host" if host_step > step_s / 2 else bound
         layout += f", {host_weight_bytes / 2**30:.2f} GiB of weights in host memory"
@@ -287,8 +286,7 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
         prefill_seconds_roofline=prefill_roof, decode_step_bytes=d_bytes, decode_step_flop=d_flop,
         decode_step_seconds=step_s, decode_step_seconds_roofline=step_roof, decode_bound=bound,
         compute_dtype=dtype, efficiency_provenance=provenance, comm_seconds_per_step=comm, layout=layout,
-        speed_class=terms.key if terms else profile_key or speed_class_of(engine, device),
-        calibrated=terms is not None or bool(profile_bands), bands=dict(terms.bands) if terms else profile_bands,
+        speed_class=key, calibrated=terms is not None or bool(bands), bands=bands,
     )
 
 

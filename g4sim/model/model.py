@@ -185,15 +185,20 @@ class Experts(nn.Module):
     def down(self, x: torch.Tensor, e: int) -> torch.Tensor:
         return F.linear(x, self.down_proj[e])
 
+    def expert(self, x: torch.Tensor, e: int, weight: torch.Tensor) -> torch.Tensor:
+        """Expert e on its tokens x, times their routing weight (fp32: the product is fp32)."""
+        gate, up = self.gate_up(x, e).chunk(2, dim=-1)
+        return self.down(F.gelu(gate, approximate="tanh") * up, e) * weight
+
     def forward(self, x, weights, index):
         """Only the experts some token chose run (at decode: top_k of them), each on its tokens."""
         out = torch.zeros_like(x)
         if x.shape[0] == 1:  # one token (batch-1 decode): its top_k experts in expert order, no sort / scatter
-            chosen = sorted(zip(index[0].tolist(), range(index.shape[1])))
-            for e, slot in chosen:
-                gate, up = self.gate_up(x, e).chunk(2, dim=-1)
-                out.add_((self.down(F.gelu(gate, approximate="tanh") * up, e) * weights[:, slot, None]).to(out.dtype))
+            for e, slot in sorted(zip(index[0].tolist(), range(index.shape[1]))):
+                out.add_(self.expert(x, e, weights[:, slot, None]).to(out.dtype))
             return out
+        # the prefill loop keeps its locals (gate_up's views, y) bound until the next expert, as
+        # g4sim/engines/native.py expert_bytes prices them: not the helper, whose locals die on return
         flat_expert = index.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
         counts = torch.bincount(flat_expert, minlength=self.num_experts)

@@ -198,8 +198,8 @@ class QuantTensor(nn.Module):
         """x [M, K] @ W[index].T -> [M, N] in x's dtype."""
         if x.shape[0] > PREFILL_ROWS["int4" if self.group else "int8"]:  # prefill: a dequantized copy, a GEMM
             if not self.group:  # x @ (q * s).T = (x @ q.T) * s
-                q, scale = (self.qweight, self.scale) if index is None else (self.qweight[index], self.scale[index])
-                return F.linear(x, q.to(x.dtype)) * scale.to(x.dtype)
+                p = self._parts(index)
+                return F.linear(x, p["qweight"].to(x.dtype)) * p["scale"].to(x.dtype)
             if self.parts is not None:
                 return F.linear(x, self._dequantize_packed(index).to(x.dtype))
         if self.group and self.parts is not None:
@@ -214,8 +214,8 @@ class QuantTensor(nn.Module):
                 out = y if out is None else out.add_(y)
             return out.to(x.dtype)
         if not self.group and self.int8_kernel and x.device.type == "cpu":
-            q, scale = (self.qweight, self.scale) if index is None else (self.qweight[index], self.scale[index])
-            return torch.ops.aten._weight_int8pack_mm(x.contiguous(), q, scale.to(x.dtype))
+            p = self._parts(index)
+            return torch.ops.aten._weight_int8pack_mm(x.contiguous(), p["qweight"], p["scale"].to(x.dtype))
         return F.linear(x, self.weight(index).to(x.dtype))
 
     def weight(self, index=None) -> torch.Tensor:
