@@ -251,7 +251,7 @@ def _calibrate_speed(engine: str | None, published: bool, store, write: bool) ->
     if not any(r.row.split == "calibration" for r in runs):
         raise UserError(f"no calibration rows of {engine or 'any engine'} in "
                         f"{'the published runs' if published else store or 'reports/measurements'}; "
-                        "run scripts/profile_llamacpp.sh")
+                        "measure it first (scripts/profile_llamacpp.sh, scripts/profile_engines.sh)")
     sources = ([f"{engine}'s measured rows (split v{SPLIT_VERSION}, g4sim/measure/split.py)"] if engine else []) + \
         (["the published runs (reports/published, split frozen there)"] if published else [])
     note = f"fitted by `g4sim calibrate` at g4sim {git_commit()[0]} on the calibration rows of {' and '.join(sources)}"

@@ -23,17 +23,23 @@ from g4sim.files import atomic
 from g4sim.measure.split import CALIBRATION_MODELS, CALIBRATION_MOE, row_spec, split_of, weight_format
 
 
+def _g4sim_rows(store: Path | None, device: str):
+    """The store's ok rows of g4sim's own model on ``device``: other implementations' rows never calibrate it."""
+    from g4sim.measure.measurements import load_store
+
+    frame = load_store(store)
+    return frame[(frame["status"] == "ok") & (frame["device"] == device) & (frame["engine"].fillna("g4sim") == "g4sim")]
+
+
 def fit(store: Path | None = None, device: str = "ci-cpu-2core",
         models: set[str] = CALIBRATION_MODELS) -> dict[str, dict[str, float]]:
     from g4sim.analytic.work import (compute_dtype, decode_step_bytes, expert_rows, prefill_expert_flop, prefill_flop,
                                      prefill_weight_bytes)
     from g4sim.engines import get_engine
     from g4sim.hardware import WEIGHT_ONLY_FORMATS, get_profile
-    from g4sim.measure.measurements import load_store
 
-    frame = load_store(store)
-    frame = frame[(frame["status"] == "ok") & (frame["device"] == device) & frame["model"].isin(models)
-                  & (frame["engine"].fillna("g4sim") == "g4sim")]  # g4sim's own model: its efficiencies only
+    ours = _g4sim_rows(store, device)
+    frame = ours[ours["model"].isin(models)]
     frame = frame[[split_of(r) == "calibration" for _, r in frame.iterrows()]]  # the frozen split decides
     prof = get_profile(device)
     samples: dict[str, dict[str, list[float]]] = {}
@@ -61,12 +67,10 @@ def fit(store: Path | None = None, device: str = "ci-cpu-2core",
                       "decode_bandwidth": round(min(1.0, geo(v["decode"])), 4), "rows": len(v["prefill"])}
               for dtype, v in samples.items() if v["prefill"] and v["decode"]}
     halves = []
-    moe = load_store(store)
-    moe = moe[(moe["status"] == "ok") & (moe["device"] == device) & (moe["engine"].fillna("g4sim") == "g4sim")]
-    for _, row in moe.iterrows():
+    for _, row in ours.iterrows():
         fmt = weight_format(row)
         if (row["model"], fmt) not in CALIBRATION_MOE or split_of(row) != "calibration":
-            continue  # other implementations' rows never calibrate g4sim's efficiencies
+            continue
         spec, dtype = row_spec(row), compute_dtype(fmt)
         if dtype not in fitted:
             continue
@@ -119,12 +123,10 @@ def write_back(device: str, fitted: dict[str, dict[str, float]], note: str) -> P
 def heldout_bands(store: Path | None = None, device: str = "ci-cpu-2core") -> dict[str, dict]:
     """phase -> band (median, p90 and n of |error| of tokens/s) over g4sim's held-out rows on ``device``, predicted
     through the profile as it now stands: the error a g4sim plan there carries (efficiency.bands)."""
-    from g4sim.measure.measurements import load_store
     from g4sim.measure.speedfit import band
     from g4sim.measure.validate import checks_for_row
 
-    frame = load_store(store)
-    frame = frame[(frame["status"] == "ok") & (frame["device"] == device) & (frame["engine"].fillna("g4sim") == "g4sim")]
+    frame = _g4sim_rows(store, device)
     errors: dict[str, list[float]] = {"prefill": [], "decode": []}
     for index, row in frame.iterrows():
         if split_of(row) != "held-out":
