@@ -5,10 +5,11 @@ weight format, batch, prefill chunk and the "g4sim" engine rule on the row's dev
 Tolerances: parameter and KV bytes exact and peak prefill memory within 5 % on every row; prefill
 and decode tokens/s within 25 % on the held-out rows of the frozen split (g4sim/measure/split.py).
 Calibration rows (in-sample) have their speed errors reported, not held; g4sim's int8 / int4 rows
-follow the float rows' split (split v4) and each weight-only format has its own fitted efficiencies.  Rows profiled with ``--components`` also hold
-each workspace of the rule (attention, MLP, router, experts, logits, PLE inputs and projections, norms,
-token embedding) against the measured prefill peak of its region, within 5 % (or the CPU probe's
-resolution, on regions of a few MiB) on float rows (``g4sim.measure.components``).
+follow the float rows' split (split v4) and each weight-only format has its own fitted efficiencies.
+Rows profiled with ``--components`` also hold each workspace of the rule (attention, MLP, router,
+experts, logits, PLE inputs and projections, norms, token embedding) against the measured prefill peak
+of its region, within 5 % (or the CPU probe's resolution, on regions of a few MiB) on float rows
+(``g4sim.measure.components``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Check:
     predicted: float
     measured: float
     tolerance: float | None  # None: reported, not enforced
-    split: str = "held-out"  # calibration, held-out or quantized (g4sim/measure/split.py)
+    split: str = "held-out"  # calibration, held-out or other-impl (g4sim/measure/split.py SPLITS)
 
     @property
     def calibration(self) -> bool:
@@ -137,7 +138,7 @@ def validate(store: Path | None = None, calibration_models: set[str] | None = No
 
 
 def summary(checks: list[Check]) -> list[dict[str, Any]]:
-    """Per figure and split (in-sample calibration rows, held-out rows, quantized rows, each apart):
+    """Per figure and split (in-sample calibration rows and held-out rows apart):
     rows, rows held to the tolerance, mean |error|, worst error, failures."""
     by: dict[tuple[str, str], list[Check]] = {}
     for c in checks:
