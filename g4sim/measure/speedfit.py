@@ -210,7 +210,7 @@ def store_runs(store=None, impl: str = "llamacpp") -> list[Run]:
     from g4sim.hardware import get_profile
     from g4sim.measure.measurements import load_store
     from g4sim.measure.split import row_spec, split_of, weight_format
-    from g4sim.measure.validate import engine_for_impl
+    from g4sim.measure.validate import engine_for_impl, kv_dtype_of
 
     frame = load_store(store)
     if frame.empty:
@@ -223,7 +223,7 @@ def store_runs(store=None, impl: str = "llamacpp") -> list[Run]:
         steps = int(row["decode_steps"] or 0)
         engine = engine_for_impl(impl, int(row.get("chunk") or 0) or None, ctx)
         device = get_profile(str(row["device"]))
-        w = Workload(spec, ctx, int(row["batch"]), fmt, "fp16" if impl == "llamacpp" else "bf16")
+        w = Workload(spec, ctx, int(row["batch"]), fmt, kv_dtype_of(impl, fmt))
         decode_ctx = ctx + steps // 2
         label = f"{row['model']}[{row['layers']}L] {fmt} ctx {ctx}"
         prefill_s = None if contended(row, "prefill") else float(row["prefill_seconds"])

@@ -65,6 +65,12 @@ def engine_for_impl(impl: str, chunk: int | None, ctx: int):
     return get_engine("g4sim", prefill_chunk=chunk or ctx)
 
 
+def kv_dtype_of(impl: str, fmt: str) -> str:
+    """The cache type a measured run used: llama.cpp's f16 default; g4sim's model and transformers keep K/V in
+    the model's dtype (fp32 weights: fp32, else bf16)."""
+    return "fp16" if impl == "llamacpp" else "fp32" if fmt == "fp32" else "bf16"
+
+
 def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str] | None = None) -> list[Check]:
     """Every figure of one measured row against the analytic model.  ``calibration_models`` overrides the
     frozen split (a live profile of a model no split names counts as in-sample for those models)."""
@@ -88,7 +94,7 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
     out: list[Check] = []
     cpu = device.kind != "gpu"
     if impl == "llamacpp":  # the file's tensors (llama_model_size); the KV line llama.cpp logs, in MiB to 2 decimals
-        kv = "fp16"
+        kv = kv_dtype_of(impl, fmt)
         memory = estimate_memory(spec, ctx=cache_ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine,
                                  device_kind="cpu")
         weights = sum(t.bytes for t in memory.terms_in(Category.WEIGHTS) if t.component is not Component.REPACKED_WEIGHTS)
@@ -99,7 +105,7 @@ def checks_for_row(index: int, row: dict[str, Any], calibration_models: set[str]
         weights = sum(t.bytes for t in engine.weight_terms(spec, fmt, vision=False, audio=False))  # as it stores them
         scalars = spec.text.num_layers * (4 if fmt == "fp32" else 2)  # layer_scalar buffers, not priced weights
         out.append(Check(index, label, "param_bytes", weights, float(row["param_bytes"]) - scalars, 0.0, calib))
-        kv = "fp32" if fmt == "fp32" else "bf16"  # g4sim's cache takes the model's dtype
+        kv = kv_dtype_of(impl, fmt)
         memory = estimate_memory(spec, ctx=cache_ctx, batch=batch, quant=fmt, kv_dtype=kv, engine=engine,
                                  device_kind="cpu" if cpu else "gpu")
         out.append(Check(index, label, "kv_bytes", memory.by_category()["kv_cache"], float(row["kv_bytes"]), 0.0,
