@@ -150,3 +150,27 @@ PUBLISHED_OUTSIDE = {
     ("smeltcore-lcpp-rtx3090-26b-q4_k_m-4k", "decode"),  # +37%
     ("sovgrid-vllm-gb10-31b-nvfp4", "decode"),  # +75%
 }
+
+
+def test_published_runs_are_the_runs_plan_would_accept(tmp_path, runs):
+    """A published run g4sim plan would refuse is left out with the engine's own reason; vLLM runs on NVIDIA's
+    SoCs (Jetson AGX Orin / Thor, DGX Spark's GB10: published vLLM runs) are kept, in vllm/cuda."""
+    _, published = runs
+    soc = {r.row.label for r in published if r.key == "vllm/cuda" and r.device.kind == "soc"}
+    assert len(soc) == 17  # 8 Jetson AI Lab rows + 9 GB10 rows
+    import csv
+    from pathlib import Path
+
+    src = Path(speedfit.__file__).resolve().parents[2] / speedfit.PUBLISHED
+    rows = list(csv.DictReader(src.open(newline="")))
+    row = next(r for r in rows if r["id"] == "aimuninn-vllm-gb10-31b-nvfp4")
+    bad = dict(row, id="x-vllm-on-a-mac", device_profile="apple-m4-16gb", backend="metal")
+    path = tmp_path / "runs.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        w.writeheader()
+        w.writerows([row, bad])
+    kept, skipped = speedfit.published_runs(path)
+    assert [r.row.label for r in kept] == ["aimuninn-vllm-gb10-31b-nvfp4"]
+    assert skipped == [("x-vllm-on-a-mac", "vllm does not run on apple-m4-16gb (soc, apple); it runs on: gpu, soc "
+                                            "(amd, nvidia)")]

@@ -242,6 +242,17 @@ class Engine:
         feature set, from the hardware profile's ``cpu_features``)."""
         return self
 
+    def backend_on(self, device) -> str:
+        """The kernel family this engine runs on ``device`` (``backend_class``), which its speed terms are fitted
+        per; an engine whose setting picks its backend (LiteRT-LM's --backend) overrides it."""
+        return backend_class(device.kind, device.vendor)
+
+    @classmethod
+    def published_settings(cls, row: dict[str, str]) -> dict[str, Any]:
+        """The settings a published run states (a row of reports/published/runs.csv: micro-batch, flash
+        attention, backend), as this engine's fields; none by default."""
+        return {}
+
     def settings(self) -> dict[str, Any]:
         """The user-facing settings and their values (JSON-ready)."""
         return {o.field: getattr(self, o.field) for o in self.options}

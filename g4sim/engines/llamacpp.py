@@ -328,6 +328,14 @@ class LlamaCppEngine(Engine):
         return join_command(parts)
 
     @classmethod
+    def published_settings(cls, row: dict[str, str]) -> dict[str, Any]:
+        """llama-bench's -ub and -fa, where the published run states them."""
+        out: dict[str, Any] = {"n_ubatch": int(row["micro_batch"])} if row.get("micro_batch") else {}
+        if row.get("flash_attn") in ("true", "false"):
+            out["flash_attn"] = row["flash_attn"] == "true"
+        return out
+
+    @classmethod
     def parse_command(cls, text: str) -> Parsed:
         argv = split_command(text)
         known = {"-m": "model", "--model": "model", "-c": "ctx", "--ctx-size": "ctx", "-np": "np", "--parallel": "np",

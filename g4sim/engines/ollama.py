@@ -541,6 +541,11 @@ class OllamaEngine(Engine):
         return "\n".join(lines)
 
     @classmethod
+    def published_settings(cls, row: dict[str, str]) -> dict[str, Any]:
+        """num_batch, where the published run states its micro-batch (Ollama's flash attention is its own choice)."""
+        return {"n_ubatch": int(row["micro_batch"])} if row.get("micro_batch") else {}
+
+    @classmethod
     def recognises(cls, text: str) -> bool:
         for line in _logical_lines(text):
             try:

@@ -390,7 +390,10 @@ class VllmEngine(Engine):
     description: ClassVar[str] = "vLLM V1: paged KV (hybrid allocator), gpu_memory_utilization budget"
     caps: ClassVar[Caps] = Caps(
         weight_formats=frozenset({"bf16", "fp16", "fp32", "fp8", "int8", "int4-g128", "nvfp4", "mxfp4"}),
-        kv_dtypes=frozenset({"bf16", "fp16", "fp32", "fp8"}), device_kinds=frozenset({"gpu"}),
+        # NVIDIA's unified-memory SoCs too: Jetson AI Lab's vLLM containers on AGX Orin / Thor and vLLM on DGX
+        # Spark's GB10 (reports/published/runs.csv: jetsonailab-vllm-*, aimuninn-, sovgrid-, djangodevreng-,
+        # inferenceatlas-vllm-gb10-*); CUDA reports the shared memory as the GPU's, so the budget rule holds
+        kv_dtypes=frozenset({"bf16", "fp16", "fp32", "fp8"}), device_kinds=frozenset({"gpu", "soc"}),
         vendors=frozenset({"nvidia", "amd"}), parallel=Parallel.TENSOR)
     options: ClassVar[tuple[Option, ...]] = (
         Option("gpu_memory_utilization", ("--gpu-memory-utilization",), "share of GPU memory vLLM may use",

@@ -37,7 +37,7 @@ from g4sim.analytic.work import (
     prefill_weight_bytes,
 )
 from g4sim.analytic.quant import get_quant
-from g4sim.engines.base import Engine, Parallel, Workload, backend_class
+from g4sim.engines.base import Engine, Parallel, Workload
 from g4sim.hardware import HardwareProfile, read_yaml
 
 ACTIVATION_BYTES = 2  # hidden states cross links in 16-bit
@@ -175,7 +175,7 @@ def speed_classes(path: Path = SPEED_CLASSES) -> dict[str, EngineSpeed]:
 
 
 def speed_class_of(engine: Engine, device: HardwareProfile) -> str:
-    return f"{engine.name}/{backend_class(device.kind, device.vendor)}"
+    return f"{engine.name}/{engine.backend_on(device)}"
 
 
 def efficiencies(device: HardwareProfile, dtype: str, quant: str = "") -> tuple[float, float, str]:

@@ -250,7 +250,6 @@ def published_runs(path=None) -> tuple[list[Run], list[tuple[str, str]]]:
 
     from g4sim.analytic.quant import QUANT_FORMATS
     from g4sim.engines import ENGINES, EngineError, Workload, get_engine
-    from g4sim.engines.base import backend_class
     from g4sim.hardware import get_profile
     from g4sim.spec import get_variant
 
@@ -263,22 +262,17 @@ def published_runs(path=None) -> tuple[list[Run], list[tuple[str, str]]]:
                f"format {r['format']} is not one g4sim prices" if fmt not in QUANT_FORMATS else
                f"speculative decoding ({r['speculative']})" if r["speculative"] not in ("", "none") else None)
         if why is None:
+            try:
+                engine = get_engine(r["engine"], **ENGINES[r["engine"]].published_settings(r))
+            except EngineError as exc:
+                why = str(exc)
+        if why is None:
             device = get_profile(r["device_profile"])
-            cls = backend_class(device.kind, device.vendor)
+            cls = engine.backend_on(device)
             if r["backend"] != cls.split("-")[0] and r["backend"] != cls:
                 why = f"backend {r['backend']} is not what g4sim runs {r['engine']} on there ({cls})"
         if why:
             skipped.append((r["id"], why))
-            continue
-        settings = {}
-        if r["engine"] in ("llamacpp", "ollama") and r["micro_batch"]:
-            settings["n_ubatch"] = int(r["micro_batch"])
-        if r["engine"] == "llamacpp" and r["flash_attn"] in ("true", "false"):
-            settings["flash_attn"] = r["flash_attn"] == "true"
-        try:
-            engine = get_engine(r["engine"], **settings)
-        except EngineError as exc:
-            skipped.append((r["id"], str(exc)))
             continue
         batch, gpus = int(r["concurrency"] or 1), int(r["gpus"] or 1) or 1
         prompt, gen, depth = int(r["prompt_tokens"] or 0), int(r["gen_tokens"] or 128), int(r["depth_tokens"] or 0)
@@ -286,6 +280,10 @@ def published_runs(path=None) -> tuple[list[Run], list[tuple[str, str]]]:
         decode_ctx = depth + gen // 2 + (0 if r["engine"] == "llamacpp" else prompt)
         w = Workload(get_variant(r["model"]), prompt or decode_ctx, batch, fmt,
                      "fp16" if r["engine"] in ("llamacpp", "ollama") else "bf16")
+        why = engine.compatibility(w, device, gpus)
+        if why:  # as g4sim plan would refuse it
+            skipped.append((r["id"], why))
+            continue
         prefill = float(r["prefill_tokens_per_s"]) if r["prefill_tokens_per_s"] and prompt else None
         decode = float(r["decode_tokens_per_s"]) if r["decode_tokens_per_s"] else None
         per_request = "per-request" in r["notes"] or "per user" in r["notes"] and "aggregate" not in r["notes"]
