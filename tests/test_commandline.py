@@ -94,6 +94,8 @@ def test_printed_commands_plan_the_same_memory_and_verdict(engine_name, wl, devi
             settings_[option.field] = data.draw(st.sampled_from([0.5, 0.8, 0.95]))
         elif option.field == "attn_implementation":
             settings_[option.field] = data.draw(st.sampled_from(["sdpa", "eager"]))
+        elif option.field == "backend":
+            settings_[option.field] = data.draw(st.sampled_from(["cpu", "gpu"]))
         elif option.field == "cache_type_v":
             settings_[option.field] = data.draw(st.sampled_from(["q8_0", "bf16", "fp16"]))
         elif isinstance(default, int) or default is None:

@@ -37,7 +37,7 @@ def test_vllm_budget_is_utilization_of_capacity_capped_by_what_is_free():
 def test_registry_is_explicit_and_fails_loudly():
     from g4sim.engines import ENGINES, UnknownEngineError, engine_class
 
-    assert set(ENGINES) == {"llamacpp", "vllm", "transformers", "g4sim", "ollama", "mlx"}
+    assert set(ENGINES) == {"llamacpp", "vllm", "transformers", "g4sim", "ollama", "mlx", "litert-lm"}
     assert engine_class("llama.cpp").name == "llamacpp" and engine_class("HF").name == "transformers"
     with pytest.raises(UnknownEngineError):
         engine_class("tgi")

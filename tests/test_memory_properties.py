@@ -16,6 +16,9 @@ engines = st.sampled_from(sorted(ENGINES))
 quants = st.sampled_from(sorted(QUANT_FORMATS))
 contexts = st.integers(min_value=1, max_value=262_144)
 batches = st.integers(min_value=1, max_value=64)
+# LiteRT-LM gives its sliding layers max_num_tokens cells like the full ones (ring buffers are a GPU option, off in
+# `litert-lm run`), and runs at most 4,096 tokens: the window property is not one of its rules
+window_bounded = st.sampled_from(sorted(set(ENGINES) - {"litert-lm"}))
 
 
 @settings(max_examples=60, deadline=None)
@@ -39,7 +42,7 @@ def test_memory_never_decreases_with_batch(variant, engine, ctx, a, b):
 
 
 @settings(max_examples=60, deadline=None)
-@given(variants, engines, st.integers(min_value=0, max_value=200_000), batches)
+@given(variants, window_bounded, st.integers(min_value=0, max_value=200_000), batches)
 def test_sliding_kv_stops_growing_past_the_window(variant, engine, extra, batch):
     spec = VARIANTS[variant]
     # past the window plus any engine's prefill slack (vLLM: window - 1 + max_num_batched_tokens;

@@ -142,6 +142,10 @@ PUBLISHED_OUTSIDE = {
     ("modtech-ollama-2x4070ti-26b-q4_k_m-64k", "decode"),  # -19%
     ("multimodalflow-ollama-0210-rtx3090-e4b-q4_k_m-short", "prefill"),  # +121%
     ("potato-pr269-lcpp-pi5-8gb-e2b-q4_k_m-pp512-tg128", "decode"),  # -62%
+    ("pt13762104-litert-cpu1-e2b-pp1024-tg256", "decode"),  # +73% (measured 15.1 tok/s, predicted 26.1)
+    ("pt13762104-litert-cpu1-e2b-pp1024-tg256", "prefill"),  # +36% (152 vs 207)
+    ("pt13762104-litert-gpu2-e2b-pp1024-tg256", "decode"),  # -62% (99 vs 38)
+    ("pt13762104-litert-gpu2-e2b-pp1024-tg256", "prefill"),  # -86% (4,877 vs 664)
     ("pt13762104-lcpp-cpu1max-e2b-q4_0-pp1024-tg256-d0", "prefill"),  # -82%
     ("pt13762104-lcpp-cpu2-e2b-q4_0-pp1024-tg256-d0", "decode"),  # +81%
     ("pt13762104-lcpp-cpu2-e2b-q4_0-pp1024-tg256-d4096", "decode"),  # +103%

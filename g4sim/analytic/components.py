@@ -44,7 +44,9 @@ class Component(str, Enum):
     OUTPUT_COPY = "output_copy"  # llama.cpp offloads the tied embedding again as the output tensor
     VISION_TOWER = "vision_tower"
     AUDIO_TOWER = "audio_tower"
-    REPACKED_WEIGHTS = "repacked_weights"  # llama.cpp's CPU_REPACK / AMX buffers: a re-laid-out second copy
+    REPACKED_WEIGHTS = "repacked_weights"  # a re-laid-out second copy: llama.cpp's CPU_REPACK / AMX, LiteRT-LM's
+    # XNNPACK weight cache or its GPU-converted weights
+    FILE_SECTIONS = "file_sections"  # a weight file's bytes beyond the tensors priced (tokenizer, graphs, metadata)
     # KV cache
     KV_SLIDING = "kv_sliding"
     KV_FULL = "kv_full"
@@ -75,7 +77,8 @@ class Component(str, Enum):
 
 _WEIGHTS = {Component.TOKEN_EMBEDDING, Component.PLE_TABLE, Component.PLE_PROJECTIONS, Component.ATTENTION,
             Component.MLP, Component.EXPERTS, Component.ROUTER, Component.NORMS, Component.LM_HEAD,
-            Component.OUTPUT_COPY, Component.VISION_TOWER, Component.AUDIO_TOWER, Component.REPACKED_WEIGHTS}
+            Component.OUTPUT_COPY, Component.VISION_TOWER, Component.AUDIO_TOWER, Component.REPACKED_WEIGHTS,
+            Component.FILE_SECTIONS}
 _KV = {Component.KV_SLIDING, Component.KV_FULL}
 _OVERHEAD = {Component.ALLOCATOR_RESERVE, Component.CUDA_CONTEXT, Component.RUNTIME, Component.NON_TORCH,
              Component.CUDA_GRAPHS}
@@ -84,7 +87,8 @@ _CATEGORY = {c: (Category.WEIGHTS if c in _WEIGHTS else Category.KV_CACHE if c i
 _LABELS = {
     Component.PLE_TABLE: "PLE table", Component.PLE_PROJECTIONS: "PLE projections", Component.MLP: "MLP",
     Component.LM_HEAD: "LM head", Component.OUTPUT_COPY: "output (tied embedding copy)",
-    Component.REPACKED_WEIGHTS: "repacked weights (CPU_REPACK / AMX copy)",
+    Component.REPACKED_WEIGHTS: "repacked weights (a second, re-laid-out copy)",
+    Component.FILE_SECTIONS: "other file sections",
     Component.KV_SLIDING: "sliding layers", Component.KV_FULL: "full layers",
     Component.ATTENTION_WORKSPACE: "peak workspace (attention)", Component.MLP_WORKSPACE: "peak workspace (MLP)",
     Component.LOGITS: "peak workspace (logits)", Component.PLE_INPUTS: "per-layer inputs (PLE)",

@@ -33,6 +33,15 @@ all four variants (scripts/llamacpp_quantize_check.py, tests/test_llamacpp_quant
 file also stores tensors that are not model parameters (``Tensor.parameter`` False: ``rope_freqs``,
 ``layer_output_scale``); they cost bytes in GGUF formats only.
 
+``litertlm`` is the file LiteRT-LM loads as litert-community ships it (gemma-4-E2B-it.litertlm, ...): one
+bundle of the decoder's prefill / decode graphs, the embedder and per-layer embedder (looked up on the
+CPU), both encoders and the tokenizer.  Its quantization recipe is not published (litert-torch's
+``export_hf`` default, ``dynamic_wi8_afp32``, would make E2B about 5 GB, twice the shipped file), so
+g4sim prices it as the nearest uniform width: every weight matrix -- embedding, PLE table, encoders
+included -- at 4 bits with one fp32 scale per row, norms fp32.  Checked against the published sizes
+(tests/test_litertlm.py): E2B 2,559,047,824 B vs 2,583,085,056 B (-0.9 %; the engine adds the file's
+remaining sections), E4B 3,979,941,008 B vs 3,654 MB (+8.9 %, on the safe side).
+
 Non-GGUF formats follow the common engine practice (vLLM / torchao / ModelOpt): only Linear weights
 are quantized; embeddings, PLE table, norms and router stay bf16; towers stay bf16.
 
@@ -133,6 +142,7 @@ class QuantFormat:
     scale_bytes_per_group: Fraction = Fraction(0)  # scale (+ zero) bytes per group / per row
     high_precision_bytes: int = 2  # embeddings, PLE, norms, router, towers
     ggml_default: str = ""  # GGUF: the ftype's base type
+    kv_dtype: str = ""  # the KV dtype a file of this format fixes in its graphs ("": the engine's / user's choice)
 
     @cached_property
     def _full_precision(self) -> bool:  # Fraction comparisons are slow; formats are priced per tensor
@@ -144,6 +154,8 @@ class QuantFormat:
             return self._gguf_bytes(t, ctx)
         if self.family == "mlx":
             return self._mlx_bytes(t)
+        if self.family == "litertlm":
+            return self._litertlm_bytes(t)
         if not t.parameter:
             return 0  # only GGUF files store it
         if t.kind in ("norm", "router", "token_embd", "ple_table", "other") or self._full_precision:
@@ -219,6 +231,17 @@ class QuantFormat:
         bits, group = (8, 64) if t.kind == "router" else (int(self.linear_bits), self.group_size)
         return t.numel * bits // 8 + t.rows * (t.cols // group) * t.count * int(self.scale_bytes_per_group)
 
+    def _litertlm_bytes(self, t: Tensor) -> int:
+        """The .litertlm files litert-community ships, priced as every weight matrix -- the embedding and PLE
+        tables and both encoders too -- at 4 bits with one fp32 scale per row (see the module docstring)."""
+        if not t.parameter:
+            return 0
+        if t.kind == "norm":
+            return t.numel * 4  # 1-D, float32 (the exporter traces in float32)
+        if t.component in ("vision_tower", "audio_tower"):
+            return t.numel * 4 // 8  # the towers are priced as lumps: no rows to give scales
+        return t.numel * 4 // 8 + t.rows * t.count * 4
+
     @property
     def bits_per_linear_weight(self) -> Fraction:
         """Nominal storage of a quantized Linear weight, scales included (for display)."""
@@ -278,6 +301,10 @@ QUANT_FORMATS: dict[str, QuantFormat] = {
             _mlx(4, 64, 68),  # group 64 with a bias: finer than int4-g128, coarser than the K-quants' mixes
             _int4(128),
             _gguf("q4_0", "Q4_0", 75, "GGUF Q4_0 (4.5 bpw, legacy)"),
+            QuantFormat("litertlm", "litertlm", 78, "the .litertlm file litert-community ships (LiteRT-LM): its recipe "
+                        "is unpublished; priced as every weight matrix at 4 bits, one fp32 scale per row",
+                        linear_bits=Fraction(4), scale_bytes_per_group=Fraction(4), high_precision_bytes=4,
+                        kv_dtype="fp32"),
             _gguf("q3_k_m", "Q3_K", 80, "GGUF Q3_K_M"),
             _gguf("q2_k", "Q2_K", 90, "GGUF Q2_K"),
         ],

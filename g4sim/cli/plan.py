@@ -33,7 +33,8 @@ def engine_settings(**given: Any) -> dict[str, Any]:
               "ubatch_size": "n_ubatch", "n_gpu_layers": "n_gpu_layers", "n_cpu_moe": "n_cpu_moe",
               "gpu_memory_utilization": "gpu_memory_utilization", "max_num_batched_tokens": "max_num_batched_tokens",
               "block_size": "block_size", "wired_limit_mb": "wired_limit_mb", "prefill_step_size": "prefill_step_size",
-              "vllm_version": "vllm_version", "batch_size": "n_batch"}
+              "vllm_version": "vllm_version", "batch_size": "n_batch", "backend": "backend",
+              "cpu_thread_count": "cpu_thread_count"}
     settings = {fields[k]: v for k, v in given.items() if k in fields and v is not None}
     if given.get("flash_attn") is not None:
         settings["flash_attn"] = _on_off("--flash-attn", given["flash_attn"])
@@ -42,7 +43,9 @@ def engine_settings(**given: Any) -> dict[str, Any]:
             settings["cache_type_v"] = cache_type("--cache-type-v", given["cache_type_v"])
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-    for switch in ("swa_full", "kv_unified", "enforce_eager"):
+    if given.get("backend") is not None and given["backend"] not in ("cpu", "gpu"):
+        raise UserError(f"--backend {given['backend']!r}; valid: cpu, gpu")
+    for switch in ("swa_full", "kv_unified", "enforce_eager", "ringbuffers_local_attention"):
         if given.get(switch):
             settings[switch] = True
     if given.get("no_repack"):
@@ -119,7 +122,8 @@ def plan(
     kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache format: bf16, fp16, fp8, q8_0, q4_0 "
                                            "(default: the model's 16-bit dtype)."),
     batch: Optional[int] = typer.Option(None, "--batch", "-b", min=1, max=65536, help="Concurrent sequences (slots)."),
-    engine: str = typer.Option("auto", "--engine", "-e", help="auto, llamacpp, vllm, transformers, g4sim."),
+    engine: str = typer.Option("auto", "--engine", "-e", help="auto, llamacpp, vllm, ollama, mlx, litert-lm, "
+                               "transformers, g4sim."),
     margin: str = typer.Option("5%", "--margin", help="Spare memory a plan keeps: 5%, 0.05, 1.5GiB."),
     headless: bool = typer.Option(False, "--headless", help="The GPU drives no display (frees the desktop's share)."),
     attn_implementation: Optional[str] = typer.Option(None, "--attn", help="transformers: sdpa or eager."),
@@ -148,6 +152,11 @@ def plan(
                                                  help="MLX on macOS: sysctl iogpu.wired_limit_mb (GPU working set)."),
     prefill_step_size: Optional[int] = typer.Option(None, "--prefill-step-size", min=1, max=1 << 20,
                                                     help="MLX: prompt tokens per step."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="LiteRT-LM: cpu or gpu."),
+    cpu_thread_count: Optional[int] = typer.Option(None, "--cpu-thread-count", min=1, max=1024,
+                                                   help="LiteRT-LM: CPU threads (default 4)."),
+    ringbuffers_local_attention: bool = typer.Option(False, "--ringbuffers-local-attention",
+                                                     help="LiteRT-LM on a GPU: window-sized sliding-layer cache."),
     text_only: bool = typer.Option(False, "--text-only", help="Text decoder only (default)."),
     with_vision: bool = typer.Option(False, "--with-vision", help="Also load the vision tower."),
     with_audio: bool = typer.Option(False, "--with-audio", help="Also load the audio tower."),
@@ -155,7 +164,8 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (stable keys, sizes in bytes)."),
 ) -> None:
     """Will it fit? Memory breakdown, verdict, limits, speed, ranked layouts and the launch command."""
-    from g4sim.engines import EngineError, Workload
+    from g4sim.analytic.quant import get_quant
+    from g4sim.engines import ENGINES, EngineError, Workload
     from g4sim.evaluation import Incompatible, Request
     from g4sim.plan import choose_format, make_plan, plan_to_dict
     from g4sim.plan.search import BEYOND_MAX_CAP
@@ -166,7 +176,8 @@ def plan(
         n_gpu_layers=n_gpu_layers, n_cpu_moe=n_cpu_moe, gpu_memory_utilization=gpu_memory_utilization,
         batch_size=batch_size, no_repack=no_repack, no_host=no_host,
         max_num_batched_tokens=max_num_batched_tokens, block_size=block_size, enforce_eager=enforce_eager,
-        wired_limit_mb=wired_limit_mb, prefill_step_size=prefill_step_size, vllm_version=vllm_version)
+        wired_limit_mb=wired_limit_mb, prefill_step_size=prefill_step_size, vllm_version=vllm_version,
+        backend=backend, cpu_thread_count=cpu_thread_count, ringbuffers_local_attention=ringbuffers_local_attention)
     if text_only and (with_vision or with_audio):
         raise UserError("--text-only cannot be combined with --with-vision / --with-audio")
     file = weight_file(gguf, checkpoint, model=model, config=config, quant=quant, from_command=from_command)
@@ -210,10 +221,12 @@ def plan(
         ctx_tokens = resolve_context(ctx or "8k", spec, allow_beyond_max)
         name = resolve_engine_name(engine)
         q = file.format if file is not None else resolve_quant(quant) if quant else None
+        if q is None and name is not None and len(ENGINES[name].caps.weight_formats) == 1:
+            q = next(iter(ENGINES[name].caps.weight_formats))  # the one format this engine loads (LiteRT-LM's)
         kv = resolve_kv_dtype(kv_dtype) if kv_dtype else None
         w = Workload(spec, ctx_tokens, batch or 1, q or "bf16", kv or "bf16", with_vision, with_audio, file)
         if q is None:
-            from g4sim.engines import ENGINES, get_engine
+            from g4sim.engines import get_engine
 
             if name is None:  # a placeholder: choose_format picks the engine per format
                 name_ = next((n for n, cls in ENGINES.items() if set(settings) <= {o.field for o in cls.options}), None)
@@ -231,6 +244,8 @@ def plan(
         else:
             if kv is None and q in ("fp16", "fp32"):
                 w = replace(w, kv_dtype=q)  # the model's dtype
+            elif kv is None and get_quant(q).kv_dtype:
+                w = replace(w, kv_dtype=get_quant(q).kv_dtype)  # what the file's graphs fix
             eng, why = _engine(name, settings, w, device, count)
             req = Request(w, device, eng, count, margin_, not headless, why)
     try:

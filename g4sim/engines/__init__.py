@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from g4sim.analytic.memory import MemoryBreakdown
 from g4sim.engines.base import Caps, Engine, EngineError, Option, Parallel, Parsed, Workload
+from g4sim.engines.litertlm import LiteRtLmEngine
 from g4sim.engines.llamacpp import LlamaCppEngine
 from g4sim.engines.mlx import MlxEngine
 from g4sim.engines.native import G4simEngine
@@ -17,9 +18,9 @@ from g4sim.engines.vllm import VllmEngine
 from g4sim.spec import ModelSpec
 
 ENGINES: dict[str, type[Engine]] = {cls.name: cls for cls in (LlamaCppEngine, VllmEngine, TransformersEngine,
-                                                                G4simEngine, OllamaEngine, MlxEngine)}
+                                                                G4simEngine, OllamaEngine, MlxEngine, LiteRtLmEngine)}
 ALIASES = {"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-server": "llamacpp",
-           "hf": "transformers"}
+           "hf": "transformers", "litert": "litert-lm", "litertlm": "litert-lm", "litert_lm": "litert-lm"}
 
 
 class UnknownEngineError(KeyError):
@@ -39,7 +40,7 @@ def get_engine(name: str, **settings) -> Engine:
 
 
 def engine_for_command(text: str) -> type[Engine]:
-    """The engine whose users run ``text`` (a llama-server, vllm serve, transformers or g4sim command)."""
+    """The engine whose users run ``text`` (a llama-server, vllm serve, litert-lm, transformers or g4sim command)."""
     for cls in ENGINES.values():
         if cls.recognises(text):
             return cls

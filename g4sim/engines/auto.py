@@ -6,6 +6,7 @@ The rule, in order (the first engine that can run the combination wins):
   any other device auto refuses with mlx's reason;
 * a GGUF format (q8_0, q4_k_m, ...) -> llama.cpp: GGUF is llama.cpp's file format (Ollama and
   LM Studio run it underneath);
+* ``litertlm`` (the .litertlm files litert-community ships) -> LiteRT-LM, the runtime they are for;
 * a CPU, Apple silicon, a Jetson, a phone or a board -> llama.cpp, then transformers: llama.cpp is
   what runs Gemma on these (it ships Metal, CPU, CUDA-on-Jetson and Android builds);
 * an NVIDIA or AMD GPU -> vLLM, then llama.cpp, then transformers: vLLM serves 16-bit, FP8, int4
@@ -25,6 +26,7 @@ from g4sim.engines import ENGINES, Engine, EngineError, Workload
 _WHY = {
     "mlx": "MLX-quantized checkpoints (mlx_lm.convert) run in mlx-lm, on Apple silicon",
     "gguf": "GGUF files run in llama.cpp (Ollama and LM Studio run it underneath)",
+    "litertlm": ".litertlm files run in LiteRT-LM",
     "edge": "on CPUs, Apple silicon, Jetsons, phones and boards people run llama.cpp",
     "gpu": "on NVIDIA / AMD GPUs, vLLM serves 16-bit, FP8, int4 and FP4 checkpoints",
 }
@@ -37,6 +39,8 @@ def preference(w: Workload, device) -> tuple[list[str], str]:
         return ["mlx"], _WHY["mlx"]
     if family == "gguf":
         return ["llamacpp"], _WHY["gguf"]
+    if family == "litertlm":
+        return ["litert-lm"], _WHY["litertlm"]
     if device.kind != "gpu":
         return ["llamacpp", "transformers"], _WHY["edge"]
     return ["vllm", "llamacpp", "transformers"], _WHY["gpu"]

@@ -215,6 +215,7 @@ class Engine:
     # Whether this engine's measured rows are what `g4sim calibrate` fits a profile's efficiencies on (and the
     # held-out error those efficiencies carry, efficiency.bands, is this engine's band there)
     calibrates_profiles: ClassVar[bool] = False
+    batch_limit: ClassVar[int] = 1 << 16  # the most sequences it serves at once (searches stop there)
 
     ple_location: Location = Location.ACCELERATOR
     logits_kept: int = 1  # positions whose logits are computed in prefill
@@ -283,6 +284,10 @@ class Engine:
                 return f"{device.name} has no interconnect for tensor parallelism"
         return None
 
+    def context_limit(self, spec: ModelSpec) -> int:
+        """The longest context per sequence this engine runs ``spec`` at (searches stop there)."""
+        return spec.max_context
+
     def loads_format(self, fmt: str, w: Workload) -> bool:
         """Whether this engine loads weights of format ``fmt`` (``w`` says whether they come as a file)."""
         return fmt in self.caps.weight_formats
@@ -294,6 +299,12 @@ class Engine:
     # ---- weights -----------------------------------------------------------------------
     def placement(self, component: Component) -> Location:
         return self.ple_location if component is Component.PLE_TABLE else Location.ACCELERATOR
+
+    def host_streamed_weight_bytes(self, memory: MemoryBreakdown) -> int:
+        """Of the weights this engine keeps in host memory beside a GPU, the bytes a decode step reads there (the
+        speed model streams them at the host's bandwidth): all but the input tables, read a row per token."""
+        return sum(t.bytes for t in memory.terms if t.location is Location.HOST and t.category is Category.WEIGHTS
+                   and t.component not in (Component.TOKEN_EMBEDDING, Component.PLE_TABLE))
 
     def head_quant(self, t: TextSpec, quant: str) -> str | None:
         """The format this engine stores the tied embedding / LM head in as a Linear weight, where it is not

@@ -198,9 +198,7 @@ def evaluate(req: Request, view: bool = False) -> Evaluation:
     ``view``: also what the engine's own tools would print (plans show it; sweeps do not need it)."""
     engine = check(req)
     f = _fit(req, engine)
-    host_weights = 0 if shares_ram(req.device) else sum(  # input tables are read a row per token: not streamed
-        t.bytes for t in f.memory.terms if t.location is Location.HOST and t.category is Category.WEIGHTS
-        and t.component not in (Component.TOKEN_EMBEDDING, Component.PLE_TABLE))
+    host_weights = 0 if shares_ram(req.device) else engine.host_streamed_weight_bytes(f.memory)
     speed = predict(engine, req.workload, req.device, req.gpus, host_weights,
                     host_profile_for(req.device) if host_weights else None)
     command = _command(engine, req.workload, req.gpus, DeviceKind(req.device.kind, req.device.vendor)) if f.loads else None

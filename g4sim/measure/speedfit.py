@@ -237,8 +237,8 @@ def store_runs(store=None, impl: str = "llamacpp") -> list[Run]:
 
 PUBLISHED = "reports/published/runs.csv"
 # The published format names as g4sim's formats: AWQ / GPTQ int4 checkpoints are group-128 int4, MLX's
-# quantizations group 64.  Formats g4sim does not price (iq4_nl, unsloth's ud-q4_k_xl mixes, .litertlm
-# bundles) leave their rows out, each named in ``published_runs``' skipped list.
+# quantizations group 64.  Formats g4sim does not price (iq4_nl, unsloth's ud-q4_k_xl mixes) leave their rows
+# out, each named in ``published_runs``' skipped list.
 PUBLISHED_FORMATS = {"awq-int4": "int4-g128", "gptq-int4": "int4-g128", "mlx-4bit": "mlx-4bit-g64",
                      "mlx-8bit": "mlx-8bit-g64"}
 
@@ -248,7 +248,7 @@ def published_runs(path=None) -> tuple[list[Run], list[tuple[str, str]]]:
     import csv
     from pathlib import Path
 
-    from g4sim.analytic.quant import QUANT_FORMATS
+    from g4sim.analytic.quant import QUANT_FORMATS, get_quant
     from g4sim.engines import ENGINES, EngineError, Workload, get_engine
     from g4sim.hardware import get_profile
     from g4sim.spec import get_variant
@@ -278,8 +278,8 @@ def published_runs(path=None) -> tuple[list[Run], list[tuple[str, str]]]:
         prompt, gen, depth = int(r["prompt_tokens"] or 0), int(r["gen_tokens"] or 128), int(r["depth_tokens"] or 0)
         # llama-bench's tg runs start from the depth alone; a served request decodes after its prompt
         decode_ctx = depth + gen // 2 + (0 if r["engine"] == "llamacpp" else prompt)
-        w = Workload(get_variant(r["model"]), prompt or decode_ctx, batch, fmt,
-                     "fp16" if r["engine"] in ("llamacpp", "ollama") else "bf16")
+        kv = get_quant(fmt).kv_dtype or ("fp16" if r["engine"] in ("llamacpp", "ollama") else "bf16")
+        w = Workload(get_variant(r["model"]), prompt or decode_ctx, batch, fmt, kv)
         why = engine.compatibility(w, device, gpus)
         if why:  # as g4sim plan would refuse it
             skipped.append((r["id"], why))

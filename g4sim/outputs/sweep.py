@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from g4sim.analytic.quant import QUANT_FORMATS
+from g4sim.analytic.quant import QUANT_FORMATS, get_quant
 from g4sim.engines import Engine, EngineError, Workload
 from g4sim.engines.auto import choose
 from g4sim.evaluation import Evaluation, Incompatible, Margin, Request, evaluate
@@ -72,10 +72,11 @@ def requests(axes: SweepAxes):
             for ctx in axes.contexts:
                 if ctx > spec.max_context:
                     continue
-                w = Workload(spec, ctx, axes.batch, quant, axes.kv_dtype)
+                # a format whose file fixes its cache type (a .litertlm's float32 graphs) keeps it
+                w = Workload(spec, ctx, axes.batch, quant, get_quant(quant).kv_dtype or axes.kv_dtype)
                 for dev in devices:
                     if axes.engine is None:
-                        key = (model, quant, axes.kv_dtype, axes.batch, dev.name)
+                        key = (model, quant, w.kv_dtype, axes.batch, dev.name)
                         if key not in chosen:
                             try:
                                 chosen[key] = choose(w, dev, axes.gpus)

@@ -20,7 +20,8 @@ from g4sim.plan.layouts import RANKED_BY, Layout, ranked_layouts
 from g4sim.plan.search import max_batch, max_context
 
 # Formats auto considers for a user who did not name one: 16-bit first, fp32 never (no loss to gain).
-AUTO_FORMATS = tuple(q for q in QUANT_FORMATS if q != "fp32")
+# fp32 is never the answer to "what fits"; a .litertlm file's quality beside the others is unpublished
+AUTO_FORMATS = tuple(q for q in QUANT_FORMATS if q not in ("fp32", "litertlm"))
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,15 @@ def safe_at(req: Request, **changes) -> bool:
 
 def max_context(req: Request, cap: int | None = None) -> int:
     """Largest context per sequence that fits with the margin (0 when not one token does)."""
-    return largest_fitting(lambda n: safe_at(req, ctx=n), 1, cap or req.spec.max_context)
+    return largest_fitting(lambda n: safe_at(req, ctx=n), 1,
+                           min(cap or req.spec.max_context, req.engine.context_limit(req.spec)))
 
 
 def max_batch(req: Request, limit: int = 1 << 16) -> int:
     """Largest number of sequences at the request's context that fit with the margin (0 when one does not)."""
     if not safe_at(req, batch=1):
         return 0
+    limit = min(limit, req.engine.batch_limit)
     hi = 1
     while hi < limit and safe_at(req, batch=hi * 2):
         hi *= 2
