@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from g4sim.analytic.work import prefill_flop
 from g4sim.engines import Workload, get_engine
-from g4sim.evaluation.speed import EngineSpeed, format_family, predict, speed_class_of
+from g4sim.evaluation.speed import EngineSpeed, format_family, predict, speed_class_of, work
 from g4sim.hardware import get_profile
 from g4sim.measure import speedfit
 from g4sim.measure.gguf_files import gguf_tensor_table
@@ -112,3 +112,19 @@ def test_a_phase_timed_while_other_work_took_the_cpu_is_left_out():
     from g4sim.measure.profile import busy_cpu_seconds, others_cpu_seconds
     start = busy_cpu_seconds()
     assert others_cpu_seconds(start) >= 0 and start[0] >= start[1] > 0
+
+
+def test_quantized_gguf_on_a_cpu_is_bounded_by_the_int8_peak():
+    """ggml-cpu multiplies a quantized type by integer dot products (activations quantized to Q8_0 / Q8_K), so a CPU
+    profile's int8 peak bounds it; an SoC's or GPU's peaks are its GPU's, and a float GGUF stays float."""
+    from g4sim.engines import get_engine
+    from g4sim.hardware import get_profile
+
+    lcpp, ollama = get_engine("llamacpp"), get_engine("ollama")
+    pi, jetson, ci = get_profile("rpi5-8gb"), get_profile("jetson-orin-nano-8gb"), get_profile("ci-cpu-2core")
+    assert lcpp.compute_dtype_on("q4_k_m", pi) == ollama.compute_dtype_on("q8_0", pi) == "int8"
+    assert lcpp.compute_dtype_on("q4_k_m", jetson) == lcpp.compute_dtype_on("bf16", pi) == "bf16"
+    assert pi.flops("int8") == 614.4e9 and ci.flops("int8") == ci.flops("bf16")  # no int8 figure: the bf16 peak
+    w = Workload(get_variant("e2b"), 512, 1, "q4_0", "fp16")
+    assert predict(lcpp, w, pi).prefill_seconds_roofline == pytest.approx(
+        work(lcpp, w)[0] / 614.4e9, rel=1e-12)

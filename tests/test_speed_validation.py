@@ -146,7 +146,7 @@ PUBLISHED_OUTSIDE = {
     ("pt13762104-litert-cpu1-e2b-pp1024-tg256", "prefill"),  # +36% (152 vs 207)
     ("pt13762104-litert-gpu2-e2b-pp1024-tg256", "decode"),  # -62% (99 vs 38)
     ("pt13762104-litert-gpu2-e2b-pp1024-tg256", "prefill"),  # -86% (4,877 vs 664)
-    ("pt13762104-lcpp-cpu1max-e2b-q4_0-pp1024-tg256-d0", "prefill"),  # -82%
+    ("pt13762104-lcpp-cpu1max-e2b-q4_0-pp1024-tg256-d0", "prefill"),  # -65% (-82% before the int8 peak)
     ("pt13762104-lcpp-cpu2-e2b-q4_0-pp1024-tg256-d0", "decode"),  # +81%
     ("pt13762104-lcpp-cpu2-e2b-q4_0-pp1024-tg256-d4096", "decode"),  # +103%
     ("pt13762104-lcpp-cpu2-e2b-q4_0-pp1024-tg256-d4096", "prefill"),  # +14%

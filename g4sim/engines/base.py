@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 from g4sim.analytic.components import Category, Component, Location
 from g4sim.analytic.memory import MemoryBreakdown, MemoryTerm, kv_layer_bytes, logits_bytes, weight_bytes_by_component
 from g4sim.analytic.quant import get_kv_dtype, get_quant
+from g4sim.analytic.work import compute_dtype
 from g4sim.spec import ModelSpec, TextSpec
 from g4sim.units import MiB
 from g4sim.weightfiles import TOWERS, FileTensor, WeightFile
@@ -305,6 +306,11 @@ class Engine:
         speed model streams them at the host's bandwidth): all but the input tables, read a row per token."""
         return sum(t.bytes for t in memory.terms if t.location is Location.HOST and t.category is Category.WEIGHTS
                    and t.component not in (Component.TOKEN_EMBEDDING, Component.PLE_TABLE))
+
+    def compute_dtype_on(self, quant: str, device) -> str:
+        """The arithmetic whose peak bounds this engine's matmuls for ``quant`` weights on ``device`` (a key of the
+        profile's ``peak_flops``): the activations' float type unless the engine's kernels say otherwise."""
+        return compute_dtype(quant)
 
     def head_quant(self, t: TextSpec, quant: str) -> str | None:
         """The format this engine stores the tied embedding / LM head in as a Linear weight, where it is not

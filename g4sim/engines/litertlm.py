@@ -181,6 +181,12 @@ class LiteRtLmEngine(Engine):
             return "gpu"
         return "cpu-arm" if device.vendor == "apple" else backend_class("cpu", device.vendor)
 
+    def compute_dtype_on(self, quant: str, device) -> str:
+        """The CPU backend runs XNNPACK's dynamic-range fully connected kernels (the activations quantized to int8
+        per row, int8 x int4 / int8 dot products: its qd8_f32_qc4w / qc8w GEMMs), bounded by the int8 peak; the GPU
+        backend computes in float16."""
+        return "fp16" if (self.backend or default_backend(device)) == "gpu" else "int8"
+
     @classmethod
     def published_settings(cls, row: dict[str, str]) -> dict[str, Any]:
         out: dict[str, Any] = {"backend": "gpu" if row.get("backend") == "gpu" else "cpu"}

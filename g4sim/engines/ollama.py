@@ -540,6 +540,16 @@ class OllamaEngine(Engine):
         lines += ["EOF", f"ollama create {name}{quantize} -f Modelfile", f"ollama run {name}"]
         return "\n".join(lines)
 
+    def compute_dtype_on(self, quant: str, device) -> str:
+        """On a CPU, a quantized GGUF type is multiplied by integer dot products: ggml-cpu quantizes the activations
+        to its ``vec_dot_type`` (Q8_0 for the legacy types and Q8_0 itself, Q8_K for the k-quants and IQ4_XS:
+        ggml-cpu.c ``type_traits_cpu``) and runs ``ggml_vec_dot_<type>_q8_<0|K>`` -- SDOT / I8MM on Arm, VNNI /
+        maddubs on x86 -- so the profile's int8 peak bounds it (falling back to its float peaks where it has none).
+        Only on CPU profiles: an SoC's or a GPU's peaks are its GPU's.  On GPUs g4sim keeps the 16-bit peak."""
+        if device.kind == "cpu" and get_quant(quant).family == "gguf":
+            return "int8"
+        return super().compute_dtype_on(quant, device)
+
     @classmethod
     def published_settings(cls, row: dict[str, str]) -> dict[str, Any]:
         """num_batch, where the published run states its micro-batch (Ollama's flash attention is its own choice)."""

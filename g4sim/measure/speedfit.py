@@ -52,14 +52,13 @@ def speed_row(engine, w, device, *, prefill_s: float | None, decode_step_s: floa
     """The work of ``w`` under ``engine`` on ``device``, beside measured seconds (decode at ``decode_ctx``)."""
     from dataclasses import replace
 
-    from g4sim.analytic.work import compute_dtype
     from g4sim.evaluation.speed import format_family, work
 
     p_flop, expert_per_row, _p_bytes, _d_flop, _ = work(engine, w)
     d_bytes = work(engine, replace(w, ctx=decode_ctx or w.ctx))[4]
     passes = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))
     return SpeedRow(label, source, split, format_family(w.quant), w.spec.text.num_layers, passes,
-                    device.flops(compute_dtype(w.quant)), device.memory_bandwidth_bytes_per_s, p_flop, expert_per_row,
+                    device.flops(engine.compute_dtype_on(w.quant, device)), device.memory_bandwidth_bytes_per_s, p_flop, expert_per_row,
                     d_bytes, prefill_s, decode_step_s, end_to_end_gen)
 
 
