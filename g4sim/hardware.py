@@ -15,6 +15,9 @@ kind of figure it is and where it comes from:
 - ``calibrated``: fitted by ``g4sim calibrate`` from this project's measurements (efficiencies only);
 - ``assumed``: an estimate or default with no measurement behind it (what it rests on is said).
 
+An SoC whose ``peak_flops`` are its GPU's may add ``cpu_peak_flops`` (same dtypes, fp32 required): its CPU cores'
+dense peak, which prices an engine that computes on those cores (llama.cpp on a phone, LiteRT-LM's CPU backend).
+
 Where the device's CPU runs llama.cpp (CPUs, Apple silicon, Jetson, phones, the Raspberry Pi), ``cpu_features`` names
 the CPU feature set ggml-cpu is built for (one of ``CPU_FEATURE_SETS``), with its own kind and source: llama.cpp's
 CPU weight repacking depends on it, and the llama.cpp engine takes its default from it.
@@ -163,6 +166,8 @@ class HardwareProfile:
     # and that figure's kind and source
     cpu_features: str | None = None
     cpu_features_source: FieldSource | None = None
+    # an SoC's CPU cores' dense peak per dtype, where its peak_flops are its GPU's (empty: not given)
+    cpu_peak_flops: dict[str, float] = field(default_factory=dict)
     path: str = field(default="", compare=False)
     user_file: bool = field(default=False, compare=False)  # a file the user brought (--gpu FILE, G4SIM_HARDWARE_DIR)
     uncited: tuple[str, ...] = field(default=(), compare=False)  # a user file's figures without provenance: assumed
@@ -201,11 +206,22 @@ class HardwareProfile:
 
     def flops(self, dtype: str) -> float:
         """Peak dense FLOP/s for ``dtype``, falling back to the nearest rate the device has."""
-        for key in (dtype, *{"bf16": ("fp16", "fp32"), "fp16": ("bf16", "fp32"), "fp8": ("int8", "bf16", "fp16"),
-                             "int8": ("fp8", "bf16", "fp16"), "fp4": ("fp8", "int8", "bf16")}.get(dtype, ("fp32",))):
-            if key in self.peak_flops:
-                return self.peak_flops[key]
-        return self.peak_flops["fp32"]
+        return _nearest_rate(self.peak_flops, dtype)
+
+    def cpu_flops(self, dtype: str) -> float | None:
+        """The CPU cores' peak for ``dtype``: a CPU profile's own; an SoC's ``cpu_peak_flops``; None where the profile
+        gives no CPU figure (its peaks are a GPU's)."""
+        if self.kind == "cpu":
+            return self.flops(dtype)
+        return _nearest_rate(self.cpu_peak_flops, dtype) if self.cpu_peak_flops else None
+
+
+def _nearest_rate(rates: dict[str, float], dtype: str) -> float:
+    for key in (dtype, *{"bf16": ("fp16", "fp32"), "fp16": ("bf16", "fp32"), "fp8": ("int8", "bf16", "fp16"),
+                         "int8": ("fp8", "bf16", "fp16"), "fp4": ("fp8", "int8", "bf16")}.get(dtype, ("fp32",))):
+        if key in rates:
+            return rates[key]
+    return rates["fp32"]
 
 
 # ---- loading and validation ---------------------------------------------
@@ -217,7 +233,7 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "memory_type": str, "interconnect": (dict, type(None)), "host_link": (dict, type(None)), "usable_memory_fraction": (int, float),
-    "published": list, "notes": str, "cpu_features": (dict, str),
+    "published": list, "notes": str, "cpu_features": (dict, str), "cpu_peak_flops": dict,
 }
 RESERVE_FIGURES = ("driver_bytes", "display_bytes", "os_bytes")
 PROVENANCE_KINDS = ("datasheet", "derived", "measured", "calibrated", "assumed")
@@ -228,6 +244,7 @@ _RETIRED = {"reserved_memory_bytes": "replaced by the cited 'reserved' block (dr
 
 
 _UNITS = {"memory_bytes": "bytes", "memory_bandwidth_bytes_per_s": "bytes/s", "peak_flops": "FLOP/s, dense",
+          "cpu_peak_flops": "FLOP/s, dense, the CPU cores",
           _LINK_FIGURE: "bytes/s in one direction", "prefill_tokens_per_s": "tokens/s", "decode_tokens_per_s": "tokens/s"}
 _YAML_FLOAT_HINT = "YAML reads 1e12 (no decimal point, no exponent sign) as text: write 1.0e+12 or 1000000000000"
 
@@ -332,13 +349,10 @@ def parse_profile(data: Any, path: Path, user_file: bool = False) -> HardwarePro
         raise _fail(path, "name", f"is {data['name']!r} but the file is {path.name}")
     _positive(path, "memory_bytes", data["memory_bytes"])
     _positive(path, "memory_bandwidth_bytes_per_s", data["memory_bandwidth_bytes_per_s"])
-    flops = {}
-    for dtype, rate in data["peak_flops"].items():
-        if dtype not in DTYPES:
-            raise _fail(path, f"peak_flops.{dtype}", f"is not a dtype; valid: {', '.join(DTYPES)}")
-        flops[dtype] = float(_positive(path, f"peak_flops.{dtype}", rate))
-    if "fp32" not in flops:
-        raise _fail(path, "peak_flops.fp32", "is missing (every device has an fp32 rate)")
+    flops = _rates(path, "peak_flops", data["peak_flops"])
+    cpu_flops = _rates(path, "cpu_peak_flops", data["cpu_peak_flops"]) if "cpu_peak_flops" in data else {}
+    if cpu_flops and data["kind"] == "cpu":
+        raise _fail(path, "cpu_peak_flops", "is for an SoC or GPU profile; a CPU profile's peak_flops are its cores'")
     eff = data["efficiency"]
     for key in ("prefill_compute", "decode_bandwidth"):
         value = eff.get(key)
@@ -385,7 +399,7 @@ def parse_profile(data: Any, path: Path, user_file: bool = False) -> HardwarePro
     return HardwareProfile(
         name=data["name"], display_name=data["display_name"], kind=data["kind"], vendor=data["vendor"],
         memory_bytes=int(data["memory_bytes"]), memory_bandwidth_bytes_per_s=float(data["memory_bandwidth_bytes_per_s"]),
-        peak_flops=flops, unified_memory=data["unified_memory"],
+        peak_flops=flops, cpu_peak_flops=cpu_flops, unified_memory=data["unified_memory"],
         efficiency=Efficiency(float(eff["prefill_compute"]), float(eff["decode_bandwidth"]), eff["provenance"],
                               by_dtype or None, float(half_rows), by_format or None, bands),
         sources=tuple(data["sources"]), reserve=reserve, memory_type=data.get("memory_type", ""),
@@ -393,6 +407,18 @@ def parse_profile(data: Any, path: Path, user_file: bool = False) -> HardwarePro
         published=tuple(published), notes=data.get("notes", ""), provenance=provenance, cpu_features=cpu_features,
         cpu_features_source=cpu_source, path=str(path), user_file=user_file, uncited=tuple(uncited),
     )
+
+
+def _rates(path: Path, key: str, block: dict) -> dict[str, float]:
+    """A ``peak_flops``-style mapping: dtype -> positive FLOP/s, fp32 required."""
+    out = {}
+    for dtype, rate in block.items():
+        if dtype not in DTYPES:
+            raise _fail(path, f"{key}.{dtype}", f"is not a dtype; valid: {', '.join(DTYPES)}")
+        out[dtype] = float(_positive(path, f"{key}.{dtype}", rate))
+    if "fp32" not in out:
+        raise _fail(path, f"{key}.fp32", "is missing (every device has an fp32 rate)")
+    return out
 
 
 def _parse_cpu_features(block: Any, path: Path, user_file: bool) -> tuple[str | None, FieldSource | None]:
@@ -480,6 +506,7 @@ def numeric_fields(data: dict) -> list[str]:
     """
     fields = ["memory_bytes", "memory_bandwidth_bytes_per_s"]
     fields += [f"peak_flops.{dtype}" for dtype in data.get("peak_flops") or {}]
+    fields += [f"cpu_peak_flops.{dtype}" for dtype in data.get("cpu_peak_flops") or {}]
     fields += [f"{link}.{_LINK_FIGURE}" for link in ("interconnect", "host_link") if data.get(link)]
     if "usable_memory_fraction" in data:
         fields.append("usable_memory_fraction")

@@ -128,3 +128,22 @@ def test_quantized_gguf_on_a_cpu_is_bounded_by_the_int8_peak():
     w = Workload(get_variant("e2b"), 512, 1, "q4_0", "fp16")
     assert predict(lcpp, w, pi).prefill_seconds_roofline == pytest.approx(
         work(lcpp, w)[0] / 614.4e9, rel=1e-12)
+
+
+def test_engines_on_an_socs_cpu_cores_are_priced_at_the_cores_peak():
+    """phone-8gb's peak_flops are its Adreno GPU's and Hexagon NPU's; llama.cpp and LiteRT-LM's CPU backend run on its
+    Kryo cores (cpu_peak_flops), and a profile without them is refused for LiteRT-LM's CPU backend."""
+    from g4sim.engines import get_engine
+    from g4sim.hardware import get_profile
+
+    phone, mac, pi = get_profile("phone-8gb"), get_profile("apple-m4-16gb"), get_profile("rpi5-8gb")
+    lcpp, litert = get_engine("llamacpp"), get_engine("litert-lm", backend="cpu")
+    assert phone.cpu_flops("int8") == 1568e9 and phone.flops("int8") == 34e12
+    assert lcpp.peak_flops_on("q4_0", phone) == 1568e9  # int8 dot products on the Kryo cores
+    assert lcpp.peak_flops_on("bf16", phone) == 784e9  # a float GGUF: the cores' fp16 rate
+    assert litert.peak_flops_on("litertlm", phone) == 1568e9 and litert.peak_flops_on("litertlm", pi) == 614.4e9
+    assert get_engine("litert-lm", backend="gpu").peak_flops_on("litertlm", phone) == 5.6e12  # the Adreno's fp16
+    w = Workload(get_variant("e2b"), 4096, 1, "litertlm", "fp32")
+    assert litert.compatibility(w, phone, 1) is None
+    assert "no cpu_peak_flops" in litert.compatibility(w, mac, 1)
+    assert mac.cpu_flops("fp32") is None and pi.cpu_flops("fp32") == pi.flops("fp32")

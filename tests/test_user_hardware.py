@@ -193,6 +193,10 @@ def _mutated(mutate):
     (lambda d: d.update(cpu_features="arm-dotprod"), ["field 'cpu_features' must be a mapping: set: arm-dotprod"]),
     (lambda d: d.update(cpu_features={"set": "x86-avx2", "kind": "datasheet"}),
      ["field 'cpu_features.source' must say where"]),  # a kind with no source: cite both or neither
+    (lambda d: d.update(cpu_peak_flops={"fp16": 1.0e+12}), ["field 'cpu_peak_flops.fp32' is missing"]),
+    (lambda d: d.update(cpu_peak_flops={"fp32": 1.0e+12, "fp9": 1.0}), ["field 'cpu_peak_flops.fp9'", "valid: fp32"]),
+    (lambda d: d.update(kind="cpu", cpu_peak_flops={"fp32": 1.0e+12}),
+     ["field 'cpu_peak_flops' is for an SoC or GPU profile"]),
     (lambda d: d["provenance"].update(memory_bytes={"kind": "guess", "source": "x"}),
      ["field 'provenance.memory_bytes.kind'", "valid: datasheet, derived"]),
 ])

@@ -312,6 +312,17 @@ class Engine:
         profile's ``peak_flops``): the activations' float type unless the engine's kernels say otherwise."""
         return compute_dtype(quant)
 
+    def runs_on_cpu(self, device) -> bool:
+        """Whether this engine's matmuls run on the device's CPU cores (its backend class there is a CPU's)."""
+        return self.backend_on(device).startswith("cpu")
+
+    def peak_flops_on(self, quant: str, device) -> float:
+        """The dense peak that bounds this engine's matmuls for ``quant`` weights on ``device``: the CPU cores' where
+        it computes on them and the profile gives them (an SoC's ``cpu_peak_flops``), else the profile's peak."""
+        dtype = self.compute_dtype_on(quant, device)
+        cpu = device.cpu_flops(dtype) if self.runs_on_cpu(device) else None
+        return cpu if cpu is not None else device.flops(dtype)
+
     def head_quant(self, t: TextSpec, quant: str) -> str | None:
         """The format this engine stores the tied embedding / LM head in as a Linear weight, where it is not
         what ``quant`` prices (None: as priced).  The speed model reads that many bytes per step."""

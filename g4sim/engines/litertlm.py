@@ -165,9 +165,9 @@ class LiteRtLmEngine(Engine):
                     f"report the limit); --ctx {w.ctx:,} is more")
         if self.gpu and device.kind == "cpu":
             return f"{device.name} has no GPU for LiteRT-LM's GPU backend; use --backend cpu"
-        if not self.gpu and device.kind != "cpu":
-            return (f"g4sim prices LiteRT-LM's CPU backend on CPU profiles; {device.name}'s profile ({device.kind}) "
-                    "gives its GPU's peak: use --backend gpu")
+        if not self.gpu and device.cpu_flops("fp32") is None:
+            return (f"{device.name}'s profile gives its GPU's peak, not its CPU cores' (no cpu_peak_flops), so g4sim "
+                    "cannot price LiteRT-LM's CPU backend there: use --backend gpu")
         return None
 
     def context_limit(self, spec: ModelSpec) -> int:
@@ -180,6 +180,9 @@ class LiteRtLmEngine(Engine):
         if self.gpu:
             return "gpu"
         return "cpu-arm" if device.vendor == "apple" else backend_class("cpu", device.vendor)
+
+    def runs_on_cpu(self, device) -> bool:
+        return (self.backend or default_backend(device)) == "cpu"
 
     def compute_dtype_on(self, quant: str, device) -> str:
         """The CPU backend runs XNNPACK's dynamic-range fully connected kernels (the activations quantized to int8

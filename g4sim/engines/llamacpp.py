@@ -331,9 +331,9 @@ class LlamaCppEngine(Engine):
         """On a CPU, a quantized GGUF type is multiplied by integer dot products: ggml-cpu quantizes the activations
         to its ``vec_dot_type`` (Q8_0 for the legacy types and Q8_0 itself, Q8_K for the k-quants and IQ4_XS:
         ggml-cpu.c ``type_traits_cpu``) and runs ``ggml_vec_dot_<type>_q8_<0|K>`` -- SDOT / I8MM on Arm, VNNI /
-        maddubs on x86 -- so the profile's int8 peak bounds it (falling back to its float peaks where it has none).
-        Only on CPU profiles: an SoC's or a GPU's peaks are its GPU's.  On GPUs g4sim keeps the 16-bit peak."""
-        if device.kind == "cpu" and get_quant(quant).family == "gguf":
+        maddubs on x86 -- so the CPU's int8 peak bounds it (falling back to its float peaks where it has none).
+        Only where the profile gives the CPU's figures (``cpu_flops``); on GPUs g4sim keeps the 16-bit peak."""
+        if (get_quant(quant).family == "gguf" and self.runs_on_cpu(device) and device.cpu_flops("fp32") is not None):
             return "int8"
         return super().compute_dtype_on(quant, device)
 

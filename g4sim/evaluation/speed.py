@@ -227,7 +227,7 @@ def predict(engine: Engine, w: Workload, device: HardwareProfile, gpus: int = 1,
     ``terms``: speed terms to use instead of the shipped ones for this engine and backend (calibration)."""
     p_flop, expert_per_row, p_bytes, d_flop, d_bytes = work(engine, w, kept)
     dtype = compute_dtype(w.quant)
-    peak, bw = device.flops(engine.compute_dtype_on(w.quant, device)), device.memory_bandwidth_bytes_per_s
+    peak, bw = engine.peak_flops_on(w.quant, device), device.memory_bandwidth_bytes_per_s
     t = w.spec.text
     prefill_steps = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))  # forward passes over the prompt
     terms = terms or speed_classes().get(speed_class_of(engine, device))

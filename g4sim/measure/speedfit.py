@@ -58,7 +58,7 @@ def speed_row(engine, w, device, *, prefill_s: float | None, decode_step_s: floa
     d_bytes = work(engine, replace(w, ctx=decode_ctx or w.ctx))[4]
     passes = -(-w.batch * w.ctx // max(1, engine.chunk_tokens(w.ctx)))
     return SpeedRow(label, source, split, format_family(w.quant), w.spec.text.num_layers, passes,
-                    device.flops(engine.compute_dtype_on(w.quant, device)), device.memory_bandwidth_bytes_per_s, p_flop, expert_per_row,
+                    engine.peak_flops_on(w.quant, device), device.memory_bandwidth_bytes_per_s, p_flop, expert_per_row,
                     d_bytes, prefill_s, decode_step_s, end_to_end_gen)
 
 
