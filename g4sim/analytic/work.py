@@ -97,7 +97,10 @@ def expert_rows(spec: ModelSpec, tokens: int) -> float:
 
 
 @lru_cache(maxsize=65536)  # pure in its arguments; a sweep asks the same (model, context) for every format
-def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1, shared_all: bool = False) -> float:
+def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1, shared_all: bool = False,
+                 static_cells: int = 0) -> float:
+    """``static_cells`` > 0: every query attends over that many cells, masked (a static graph's fixed cache, as
+    LiteRT-LM's), instead of the positions before it (causal, window-capped on sliding layers)."""
     t = spec.text
     per_layer = _layer_matmul_params(t)
     flop = 0.0
@@ -105,7 +108,7 @@ def prefill_flop(spec: ModelSpec, ctx: int, batch: int = 1, kept: int = 1, share
         dense, one_expert = per_layer[i]
         tokens = _layer_tokens(t, i, ctx, kept, shared_all)
         matmul = dense + t.top_k_experts * one_expert
-        attn = _sum_kv_len(t, i, ctx - tokens, tokens)
+        attn = tokens * static_cells if static_cells else _sum_kv_len(t, i, ctx - tokens, tokens)
         flop += batch * (2.0 * matmul * tokens + 4.0 * t.num_heads * t.head_dim_of(i) * attn)
     if t.has_ple:  # the model-level PLE projection runs for every prompt token
         flop += batch * 2.0 * t.hidden_size * t.num_layers * t.hidden_size_per_layer_input * ctx

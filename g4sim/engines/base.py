@@ -312,6 +312,10 @@ class Engine:
         profile's ``peak_flops``): the activations' float type unless the engine's kernels say otherwise."""
         return compute_dtype(quant)
 
+    def static_attention_cells(self, t: TextSpec) -> int:
+        """Cells every query of a prompt attends over, masked, when the engine's graphs are static (0: causal)."""
+        return 0
+
     def runs_on_cpu(self, device) -> bool:
         """Whether this engine's matmuls run on the device's CPU cores (its backend class there is a CPU's)."""
         return self.backend_on(device).startswith("cpu")

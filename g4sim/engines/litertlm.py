@@ -14,34 +14,38 @@ runtime at zkh2016/LiteRT-LM@99811c2f (a fork of google-ai-edge/LiteRT-LM carryi
 * KV cache (exporter ``core/cache.py`` ``LiteRTLMCache.create_from_config``): one K and one V buffer per
   layer below the first KV-shared layer, ``cache_length`` cells each -- the sliding layers too, unless a
   ring buffer is asked for -- in the graph's dtype (float32: ``get_cache_dtype`` is the trace dtype unless
-  ``experimental_use_fp16``).  The runtime allocates them at load, full size (``runtime/executor/litert/
-  state.cc`` ``LitertState::Create``); their length is ``max_num_tokens``, 4096 by default
-  (``runtime/engine/engine_settings.cc``: the model's own value, else the smallest multiple of 4096 above
-  the prompt plus 1024).  The GPU executor keeps two banks (``kPingPong``, ``llm_litert_compiled_model_
-  executor.cc``); the CPU one (``kInplace``).  ``--ringbuffers-local-attention`` sizes the sliding layers
-  to their window, on the GPU only (``c/engine.cc`` sets ``GpuArtisanConfig.use_autosized_ringbuffers``).
-  g4sim plans up to 4096 tokens: the exporter's default ``cache_length`` and the shipped files' limit users
-  report (litert-community/gemma-4-E4B-it-litert-lm discussion "context window size 4096?"; requests for
-  "a 128k KV-CACHE version" of the E2B / E4B files).
+  ``experimental_use_fp16``), allocated at load (``runtime/executor/litert/state.cc``).  The length is the
+  file's: the graphs are static, ``--max-num-tokens`` above it is clamped ("larger than what the static model
+  supports ... Using model limit") and below it changes nothing -- measured, see below -- so a plan at any
+  context prices the file's 4,096 cells (the exporter's default ``cache_length``, and the limit users of the
+  shipped files report: litert-community/gemma-4-E4B-it-litert-lm "context window size 4096?").  The GPU
+  executor keeps two banks (``kPingPong``, ``llm_litert_compiled_model_executor.cc``); the CPU one
+  (``kInplace``).  ``--ringbuffers-local-attention`` sizes the sliding layers to their window, on the GPU only
+  (``c/engine.cc`` sets ``GpuArtisanConfig.use_autosized_ringbuffers``).
 * Prefill computes the layers that write a cache, not the KV-shared ones: a prefill signature returns no
   logits (``export.py`` ``prefill_logits``), so the KV-shared layers' outputs are unused and "the readers stay
   dead code" (``model_ext/gemma4/patch.py`` ``resolve_skip_cache_update``).  The prompt runs through fixed
-  prefill signatures (``GetOptimizedPrefillWorkGroups``); the exporter's default is one of 128 tokens.
+  prefill signatures (``GetOptimizedPrefillWorkGroups``); the exporter's default is one of 128 tokens, whose
+  attention scores span the whole static cache, masked (``attention_workspace``).
 * Activations: float32 on the CPU (XNNPACK, dynamic-range fully connected), float16 on the GPU
   (``activation_data_type`` FLOAT16).  The token and per-layer embedding tables are looked up on the CPU
   from the mapped file ("large embedding tables ... need to be placed on the CPU",
-  ``embedding_lookup_text.h``), so on a GPU the PLE table stays in host memory.
+  ``embedding_lookup_text.h``).
 * One conversation per engine: g4sim plans batch 1.  The CLI's ``--speculative-decoding`` defaults to the
   model's own setting (MTP heads); g4sim models no speculative decoding and prints it off.
-* A second copy of the decoder's fully connected weights and the tied head (``REPACKED_WEIGHTS``, priced at the
-  file's width): on the CPU XNNPACK packs them once into its weight cache (a file beside the model, mapped; in
-  memory with ``--cache memory``); on a GPU they are converted onto it (``convert_weights_on_gpu``) while the
-  mapped file stays in host memory for the embedding look-ups.  The host's decoder pages are only advised
-  away (``gpu_madvise_original_shared_tensors``), so g4sim keeps the whole file there: Windows' figures
-  (Lunar Lake, integrated GPU: 3,540 MB) exceed the file plus the cache.
-* Not modelled: the runtime's own resident memory (no published figure isolates it).  LiteRT-LM's own
-  "Peak CPU Memory" figures for E2B run from 607 MB (iPhone, CPU) to 3,505 / 3,540 MB (Windows, Lunar Lake):
-  every one is below g4sim's total for its backend (tests/test_litertlm.py).
+* What is resident on the CPU: XNNPACK packs the fully connected weights and the tied head once into its weight
+  cache (a file beside the model, mapped; ``REPACKED_WEIGHTS`` at the file's width), and from then on the
+  .litertlm's decoder section is not read; its tables are paged in a row per looked-up token.  So the CPU
+  plan is the packed copy, K/V, activations and the process itself (``RUNTIME_BYTES``).  On a GPU (not
+  measured) the weights are converted onto it (``convert_weights_on_gpu``) and g4sim keeps the whole file in
+  host memory, its decoder pages being only advised away (``gpu_madvise_original_shared_tensors``).
+* Measured (``reports/measurements/litert-lm``, ``scripts/litert/measure.sh``, this project's CPU): exports of
+  a random-weight, 10-layer, E2B-width Gemma 4 confirm the K/V inputs (layers, shapes, float32), the single
+  CPU bank, the prefill graph without the KV-shared layers (39 of 82 matmuls; 2.25x the unshared model's
+  prefill rate), the cache file's size (1.006 / 0.506 B per weight at int8 / int4) and the clamp.  Peak RSS at
+  cache lengths 4,096 and 16,384 fixes the two constants below; the 1,024-cell, unshared and int4 exports,
+  held out, come within 1.4 %.  Against LiteRT-LM's own "Peak CPU Memory" for E2B on CPUs, where the OS counts
+  the mapped cache (Linux, Android), g4sim is 1-12 % under (tests/test_litertlm.py).
 No torch import.
 """
 
@@ -67,6 +71,14 @@ FILES = {"e2b": "gemma-4-E2B-it.litertlm", "e4b": "gemma-4-E4B-it.litertlm"}
 # the published sizes: E2B the first upload's exact bytes (its Git LFS pointer), E4B the overview's "3654 MB"
 FILE_BYTES = {"e2b": 2_583_085_056, "e4b": 3_654_000_000}
 MAX_NUM_TOKENS = 4096  # engine_settings.cc's default for an empty prompt; the exporter's default cache_length
+CACHE_LENGTH = MAX_NUM_TOKENS  # the shipped files' static KV length (their LlmMetadata max_num_tokens), assumed 4096
+# Measured on this project's CPU (reports/measurements/litert-lm, scripts/litert/measure.sh): a 10-layer E2B-width
+# export at cache lengths 4,096 and 16,384 (the calibration rows; peak VmRSS 827,196 / 1,201,000 kB) grows
+# 31,150.7 B per cache cell, of which 12,288 B is K/V: the rest is 4.61 live prefill score buffers of
+# [8 heads x 128 tokens, cells] float32.  What remains at 4,096 cells beyond the packed weights, K/V and g4sim's
+# activations is the process itself.  Held out: the 1,024-cell, unshared and int4 exports (tests/test_litertlm.py).
+PREFILL_SCORE_BUFFERS = 4.61
+RUNTIME_BYTES = 139_101_571  # the 4,096-cell calibration row's peak RSS less the other terms (re-derived by the test)
 PREFILL_SIGNATURE = 128  # export_hf ExportableModuleConfig.prefill_lengths default
 RING_ALIGN = 32  # exporter: a ring buffer's size rounds up to a multiple of 32 (exportable_module_config.py)
 _NO_FILE = {"31b": "litert-community ships Gemma 4 31B for the web only (LiteRT-LM's web runtime)",
@@ -132,6 +144,9 @@ class LiteRtLmEngine(Engine):
     backend: str | None = None  # None: the device decides (gpu where the profile is a GPU or an SoC's, else cpu)
     cpu_thread_count: int = 4
     ringbuffers_local_attention: bool = False
+    # the file's static KV length (litert-torch export_hf --cache_length; its LlmMetadata max_num_tokens): the
+    # shipped files' 4,096 unless a measurement or a user's own export says otherwise (not a runtime setting)
+    cache_length: int = CACHE_LENGTH
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
@@ -161,8 +176,8 @@ class LiteRtLmEngine(Engine):
         if w.batch > self.batch_limit:
             return f"LiteRT-LM runs one conversation per engine; g4sim plans batch 1, not {w.batch}"
         if w.ctx > self.context_limit(w.spec):
-            return (f"the shipped .litertlm files hold {MAX_NUM_TOKENS:,}-token KV buffers (exporter default; users "
-                    f"report the limit); --ctx {w.ctx:,} is more")
+            return (f"the .litertlm file holds {self.cache_length:,}-token KV buffers (the shipped files: the exporter's "
+                    f"default; the runtime clamps --max-num-tokens to it); --ctx {w.ctx:,} is more")
         if self.gpu and device.kind == "cpu":
             return f"{device.name} has no GPU for LiteRT-LM's GPU backend; use --backend cpu"
         if not self.gpu and device.cpu_flops("fp32") is None:
@@ -171,7 +186,7 @@ class LiteRtLmEngine(Engine):
         return None
 
     def context_limit(self, spec: ModelSpec) -> int:
-        return min(spec.max_context, MAX_NUM_TOKENS)
+        return min(spec.max_context, self.cache_length)
 
     def backend_on(self, device) -> str:
         """LiteRT-LM's GPU backend is one implementation on every vendor (ML Drift): one class, ``gpu``."""
@@ -207,26 +222,34 @@ class LiteRtLmEngine(Engine):
 
     def weight_terms(self, spec: ModelSpec, quant: str, *, vision: bool, audio: bool,
                      file: WeightFile | None = None) -> list[MemoryTerm]:
-        """The whole file (it holds both encoders, mapped with it), and its sections beyond the priced tensors."""
+        """CPU: what is resident is XNNPACK's packed copy; the mapped file is paged in only for the rows looked up
+        (measured: ~20 MB of a 709 MB file).  GPU (not measured): the whole file in host memory, where the tables
+        are looked up, and the copy converted onto the device."""
+        packed = packed_bytes(spec.text, quant)
+        if not self.gpu:
+            return [MemoryTerm(Component.REPACKED_WEIGHTS, packed, Location.ACCELERATOR,
+                               "XNNPACK's packed copy of the decoder's fully connected weights, the tied head included, "
+                               "at the file's width (its weight cache: a file beside the model, mapped; measured 1.006 / "
+                               "0.506 B per weight at int8 / int4). The .litertlm stays mapped, not resident: its decoder "
+                               "section is not read once the cache exists, its tables a row per looked-up token")]
         terms = super().weight_terms(spec, quant, vision=spec.vision is not None, audio=spec.audio is not None)
         rest = FILE_BYTES.get(spec.name, 0) - sum(t.bytes for t in terms)
         if rest > 0:
             terms.append(MemoryTerm(Component.FILE_SECTIONS, rest, self.placement(Component.FILE_SECTIONS),
                                     f"{FILES[spec.name]}'s published {FILE_BYTES[spec.name]:,} B less the priced "
                                     "tensors (tokenizer, graph signatures, metadata)"))
-        where = ("the GPU's converted copy of the decoder's fully connected weights, the tied head included "
-                 "(convert_weights_on_gpu)" if self.gpu else
-                 "XNNPACK's packed copy of the decoder's fully connected weights, the tied head included (its weight "
-                 "cache: a file beside the model, mapped, or memory with --cache memory)")
-        terms.append(MemoryTerm(Component.REPACKED_WEIGHTS, packed_bytes(spec.text, quant), Location.ACCELERATOR,
-                                where + ", at the file's width"))
+        terms.append(MemoryTerm(Component.REPACKED_WEIGHTS, packed, Location.ACCELERATOR,
+                                "the GPU's converted copy of the decoder's fully connected weights, the tied head "
+                                "included (convert_weights_on_gpu), at the file's width"))
         return terms
 
     # ---- KV cache ------------------------------------------------------------------------
     def kv_cells(self, t: TextSpec, layer: int, ctx: int) -> int:
         if self.gpu and self.ringbuffers_local_attention and t.is_sliding(layer):
-            return min(ctx, ring_cells(t.sliding_window))
-        return ctx  # max_num_tokens cells, allocated at load, sliding layers too
+            return ring_cells(t.sliding_window)
+        # the file's static cache length, whatever the context: --max-num-tokens above it is clamped ("Using model
+        # limit"), below it changes nothing (measured: peak RSS flat within 1 % from 1,024 to 16,384)
+        return self.cache_length
 
     def kv_terms(self, t: TextSpec, *, ctx: int, batch: int, kv_dtype: str) -> list[MemoryTerm]:
         terms = super().kv_terms(t, ctx=ctx, batch=batch, kv_dtype=kv_dtype)
@@ -239,12 +262,23 @@ class LiteRtLmEngine(Engine):
     def chunk_tokens(self, ctx: int) -> int:
         return PREFILL_SIGNATURE
 
+    def static_attention_cells(self, t: TextSpec) -> int:
+        return self.cache_length  # the static graphs attend over the whole cache, masked (measured: speed follows it)
+
+    def attention_workspace(self, t: TextSpec, layer: int, chunk: int, kv_len: int, batch: int, a: int) -> int:
+        """The static graph's prefill attention scores over every cell of the cache, masked: PREFILL_SCORE_BUFFERS
+        live [heads x signature, cache cells] float32 buffers (measured)."""
+        return int(PREFILL_SCORE_BUFFERS * batch * t.num_heads * chunk * self.cache_length * 4)
+
     def activation_terms(self, t: TextSpec, *, ctx: int, batch: int, quant: str) -> list[MemoryTerm]:
         # float32 activations on the CPU, float16 on the GPU, whatever the weights
         return super().activation_terms(t, ctx=ctx, batch=batch, quant="fp16" if self.gpu else "fp32")
 
     def overhead_terms(self, terms: list[MemoryTerm], *, device_kind: str) -> list[MemoryTerm]:
-        return []  # buffers are allocated once at load, at their size: no caching allocator, no CUDA context
+        # buffers are allocated once at load, at their size: no caching allocator, no CUDA context; the process itself
+        return [MemoryTerm(Component.RUNTIME, RUNTIME_BYTES, Location.HOST if self.gpu else Location.ACCELERATOR,
+                           "the litert-lm process beside the model's buffers: CLI, runtime libraries, tokenizer, mapped "
+                           "pages (measured on x86-64 Linux, reports/measurements/litert-lm)")]
 
     # ---- commands ---------------------------------------------------------------------
     def launch_command(self, w: Workload, gpus: int, device) -> str:

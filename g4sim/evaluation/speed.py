@@ -200,7 +200,7 @@ def work(engine: Engine, w: Workload, kept: int = 1) -> tuple[float, float, floa
               if spec.text.enable_moe_block else 0.0)
     kv_cells = lambda layer, ctx: engine.kv_cells(spec.text, layer, ctx)  # noqa: E731
     head = engine.head_quant(spec.text, w.quant)
-    return (prefill_flop(spec, w.ctx, w.batch, kept, shared_all), expert,
+    return (prefill_flop(spec, w.ctx, w.batch, kept, shared_all, engine.static_attention_cells(spec.text)), expert,
             prefill_weight_bytes(spec, w.quant, w.file, head), decode_step_flop(spec, w.ctx, w.batch),
             decode_step_bytes(spec, w.ctx, w.batch, w.quant, w.kv_dtype, kv_cells, w.file, head))
 
