@@ -168,6 +168,9 @@ class HardwareProfile:
     cpu_features_source: FieldSource | None = None
     # an SoC's CPU cores' dense peak per dtype, where its peak_flops are its GPU's (empty: not given)
     cpu_peak_flops: dict[str, float] = field(default_factory=dict)
+    # the CPU this project measures under the profile (g4sim.measure.measurements.cpu_model); "" for devices it
+    # does not measure.  `g4sim profile` files a row under the profile only on that CPU.
+    cpu_model: str = ""
     path: str = field(default="", compare=False)
     user_file: bool = field(default=False, compare=False)  # a file the user brought (--gpu FILE, G4SIM_HARDWARE_DIR)
     uncited: tuple[str, ...] = field(default=(), compare=False)  # a user file's figures without provenance: assumed
@@ -233,7 +236,7 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "memory_type": str, "interconnect": (dict, type(None)), "host_link": (dict, type(None)), "usable_memory_fraction": (int, float),
-    "published": list, "notes": str, "cpu_features": (dict, str), "cpu_peak_flops": dict,
+    "published": list, "notes": str, "cpu_features": (dict, str), "cpu_peak_flops": dict, "cpu_model": str,
 }
 RESERVE_FIGURES = ("driver_bytes", "display_bytes", "os_bytes")
 PROVENANCE_KINDS = ("datasheet", "derived", "measured", "calibrated", "assumed")
@@ -406,6 +409,7 @@ def parse_profile(data: Any, path: Path, user_file: bool = False) -> HardwarePro
         interconnect=interconnect, host_link=host_link, usable_memory_fraction=float(frac),
         published=tuple(published), notes=data.get("notes", ""), provenance=provenance, cpu_features=cpu_features,
         cpu_features_source=cpu_source, path=str(path), user_file=user_file, uncited=tuple(uncited),
+        cpu_model=data.get("cpu_model", ""),
     )
 
 

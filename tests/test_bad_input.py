@@ -273,3 +273,27 @@ def test_fuzz_config_mutations(tmp_path_factory, edits, where, capsys):
     _, err = capsys.readouterr()
     assert exc.value.code in (0, 2), (edits, err)
     assert "Traceback" not in err and time.perf_counter() - start < 5, edits
+
+
+@pytest.mark.parametrize("this_cpu, refused", [("AMD EPYC (family 26 model 2)", True),
+                                               ("AMD EPYC (family 25 model 17)", False)])
+def test_profile_files_rows_only_under_this_machines_profile(this_cpu, refused, tmp_path, monkeypatch, capsys):
+    """ci-cpu-2core was measured on a Zen 4 (family 25 model 17); a Zen 5 VM that also calls itself "AMD EPYC" with
+    2 cores must name its own profile, and nothing is recorded."""
+    import os
+
+    from g4sim.measure import measurements, profile
+
+    monkeypatch.setattr(measurements, "cpu_model", lambda: this_cpu)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    ran = []
+    monkeypatch.setattr(profile, "profile", lambda runs: ran.append(runs) or [])
+    store = tmp_path / "store"
+    code, _, err = run(["profile", "--model", "e2b", "--layers", "5", "--ctx", "64", "--store", str(store)], capsys)
+    if refused:
+        one_line_error(code, err, "this CPU (AMD EPYC (family 26 model 2)) is not ci-cpu-2core's "
+                                  "(AMD EPYC (family 25 model 17)); name this machine's own hardware profile with "
+                                  "--device-profile")
+        assert not ran and not store.exists()
+    else:
+        assert code == 0 and len(ran) == 1 and ran[0][0].device_profile == "ci-cpu-2core"

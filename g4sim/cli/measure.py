@@ -123,7 +123,13 @@ def profile(
             raise UserError(f"this CPU ({cpu_model()}, {os.cpu_count()} cores) is not the 2-core ci-cpu-2core profile; "
                             "name its hardware profile with --device-profile (see `g4sim gpus`)")
         profile_name = "ci-cpu-2core"
-    resolve_device(profile_name)
+    profile_ = resolve_device(profile_name)
+    if device == "cpu" and profile_.cpu_model:
+        from g4sim.measure.measurements import cpu_model
+
+        if cpu_model() != profile_.cpu_model:  # a row filed under another machine's profile is not data
+            raise UserError(f"this CPU ({cpu_model()}) is not {profile_name}'s ({profile_.cpu_model}); name this "
+                            "machine's own hardware profile with --device-profile (see `g4sim gpus`)")
     run = ProfileRun(model=spec.name, contexts=contexts, dtype=dtype, device=device, layers=layers, quant=quant,
                      batch=batch, decode_steps=decode_steps, chunk=chunk, checkpoint=checkpoint, store=store,
                      device_profile=profile_name, command="g4sim " + " ".join(sys.argv[1:]), threads=threads,

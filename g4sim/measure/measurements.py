@@ -41,12 +41,16 @@ def git_commit() -> tuple[str, bool]:
 
 
 def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers: a VM may name only "AMD EPYC", which Zen 4 and Zen 5
+    machines share, and a row must never be filed under another machine (the numbers tell them apart)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"model name\s*:\s*(.+)", text)
-        return m.group(1).strip() if m else platform.processor()
     except OSError:
         return platform.processor()
+    m = re.search(r"model name\s*:\s*(.+)", text)
+    name = m.group(1).strip() if m else platform.processor()
+    family, model = re.search(r"cpu family\s*:\s*(\d+)", text), re.search(r"^model\s*:\s*(\d+)", text, re.M)
+    return f"{name} (family {family.group(1)} model {model.group(1)})" if family and model else name
 
 
 _KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")  # what ggml / torch dispatch on
