@@ -279,3 +279,29 @@ def test_the_printed_command_plans_the_same(device, backend, klass):
     after = evaluate(request_from_command(before.command, None, get_profile(device), gpus=1))
     assert (after.memory, after.command, after.verdict) == (before.memory, before.command, before.verdict)
     assert before.speed.speed_class == klass and before.speed.calibrated
+
+
+def test_measured_speed_rows_calibrate_the_cpu_x86_class_and_predict_the_published_laptop():
+    """litert-lm/cpu-x86 is fitted on the two calibration rows timed here (speed.csv, split frozen before they ran) and
+    scored on the two held out here and the published i7-10750H rows (E2B's shipped file, speculative decoding off)."""
+    import yaml
+
+    from g4sim.evaluation.speed import SPEED_CLASSES
+    from g4sim.measure import speedfit
+
+    runs = speedfit.litert_runs()
+    assert [(r.row.split, r.key, r.device.name) for r in runs] == [
+        ("calibration", "litert-lm/cpu-x86", "epyc-zen5-2vcpu")] * 2 + [
+        ("held-out", "litert-lm/cpu-x86", "epyc-zen5-2vcpu")] * 2
+    published, _ = speedfit.published_runs()
+    scored = speedfit.score(runs + [r for r in published if r.key == "litert-lm/cpu-x86"], None)
+    held = {(s["label"], s["phase"]): round(s["error"], 3) for s in scored if s["split"] == "held-out"}
+    assert held == {
+        ("speed_int4_p512_d128", "prefill"): -0.03, ("speed_int4_p512_d128", "decode"): 0.036,
+        ("speed_int4_p2048_d128", "prefill"): -0.047, ("speed_int4_p2048_d128", "decode"): -0.003,
+        ("pt13762104-litert-cpu2-e2b-pp1024-tg256", "prefill"): -0.058,
+        ("pt13762104-litert-cpu2-e2b-pp1024-tg256", "decode"): -0.165,
+        ("pt13762104-litert-cpu2max-e2b-pp1024-tg256", "prefill"): -0.314,
+        ("pt13762104-litert-cpu2max-e2b-pp1024-tg256", "decode"): -0.296}
+    shipped = yaml.safe_load(SPEED_CLASSES.read_text())["litert-lm/cpu-x86"]
+    assert (shipped["prefill_compute"], shipped["decode_bandwidth"]) == ({"*": 0.5125}, {"*": 0.4706})

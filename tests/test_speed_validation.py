@@ -27,7 +27,7 @@ from g4sim.measure.measurements import STORE_DIR
 @pytest.fixture(scope="module")
 def runs():
     measured = [r for impl in ("llamacpp", "transformers-sdpa", "transformers-eager")
-                for r in speedfit.store_runs(STORE_DIR, impl)]
+                for r in speedfit.store_runs(STORE_DIR, impl)] + speedfit.litert_runs()
     published, _ = speedfit.published_runs()
     return measured, published
 
@@ -144,6 +144,8 @@ PUBLISHED_OUTSIDE = {
     ("potato-pr269-lcpp-pi5-8gb-e2b-q4_k_m-pp512-tg128", "decode"),  # -62%
     ("pt13762104-litert-cpu1-e2b-pp1024-tg256", "decode"),  # +73% (measured 15.1 tok/s, predicted 26.1)
     ("pt13762104-litert-cpu1-e2b-pp1024-tg256", "prefill"),  # +36% (152 vs 207)
+    ("pt13762104-litert-cpu2max-e2b-pp1024-tg256", "decode"),  # -30% (i7 at ~3.4 GHz; its profile's base clock)
+    ("pt13762104-litert-cpu2max-e2b-pp1024-tg256", "prefill"),  # -31% (211 vs 145)
     ("pt13762104-litert-gpu2-e2b-pp1024-tg256", "decode"),  # -62% (99 vs 38)
     ("pt13762104-litert-gpu2-e2b-pp1024-tg256", "prefill"),  # -86% (4,877 vs 664)
     ("pt13762104-lcpp-cpu1max-e2b-q4_0-pp1024-tg256-d0", "prefill"),  # -65% (-82% before the int8 peak)

@@ -359,7 +359,7 @@ def test_feature_sets_are_the_engines_and_each_llamacpp_cpu_has_one():
               "dgx-spark": "arm-i8mm", "jetson-agx-orin-64gb": "arm-dotprod", "jetson-thor-t5000": "arm-i8mm",
               "apple-m3-ultra-256gb": "arm-i8mm", "apple-m5-max-128gb": "arm-i8mm", "apple-m5-max-36gb": "arm-i8mm",
               "apple-m4-16gb": "arm-i8mm", "intel-i7-10750h": "x86-avx2", "rpi4-8gb": "none",
-              "dimensity-9000-plus": "arm-i8mm"}
+              "dimensity-9000-plus": "arm-i8mm", "epyc-zen5-2vcpu": "x86-avx2"}
     shipped = {n: p for n, p in load_profiles().items() if p.path.startswith(str(PROFILE_DIR))}
     assert {n: p.cpu_features for n, p in shipped.items() if p.cpu_features} == expect
     for name, prof in shipped.items():

@@ -189,9 +189,10 @@ def calibrate(
     store: Optional[str] = typer.Option(None, "--store"),
     write: bool = typer.Option(False, "--write/--dry-run", help="Write the fitted efficiencies into the profile "
                                "(default: print them only)."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="Fit this engine's speed terms per backend class "
-                                         "from its measured rows (`g4sim profile --impl llamacpp`; transformers: "
-                                         "both attention implementations) instead."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Fit these engines' speed terms per backend class "
+                                         "from their measured rows (`g4sim profile --impl llamacpp`; transformers: "
+                                         "both attention implementations; litert-lm: scripts/litert/measure.sh), "
+                                         "comma-separated, instead."),
     published: bool = typer.Option(False, "--published", help="Fit speed terms per engine and backend class from "
                                    "the published runs (reports/published/runs.csv) instead (with --engine: both)."),
 ) -> None:
@@ -233,11 +234,15 @@ def _speed_runs(engine: str | None, published: bool, store):
     from g4sim.measure.profile import ENGINE_IMPLS, impls_of
 
     runs, skipped = [], []
-    if engine is not None:
-        if not impls_of(engine):
-            raise unknown_choice("measured engine", engine, sorted({i.split("-")[0] for i in ENGINE_IMPLS} |
-                                                                    set(ENGINE_IMPLS)))
-        for impl in impls_of(engine):  # an engine's name takes every way it was measured (transformers: sdpa, eager)
+    for name in (engine.split(",") if engine else []):  # several: --engine llamacpp,litert-lm
+        name = name.strip()
+        if name in speedfit.MEASURED_RUNS:  # timed outside `g4sim profile` (its own script and data)
+            runs += speedfit.MEASURED_RUNS[name]()
+            continue
+        if not impls_of(name):
+            raise unknown_choice("measured engine", name, sorted({i.split("-")[0] for i in ENGINE_IMPLS} |
+                                                                  set(ENGINE_IMPLS) | set(speedfit.MEASURED_RUNS)))
+        for impl in impls_of(name):  # an engine's name takes every way it was measured (transformers: sdpa, eager)
             runs += speedfit.store_runs(store, impl)
     if published:
         more, skipped = speedfit.published_runs()

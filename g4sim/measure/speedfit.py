@@ -234,6 +234,40 @@ def store_runs(store=None, impl: str = "llamacpp") -> list[Run]:
     return runs
 
 
+LITERT_SPEED = "reports/measurements/litert-lm/speed.csv"
+
+
+def litert_runs(path=None) -> list[Run]:
+    """LiteRT-LM timed on this project's CPU (scripts/litert/measure.sh, reports/measurements/litert-lm): each row
+    names its export's config, cache length, format, threads and device profile; its split was frozen before it ran."""
+    import csv
+    from dataclasses import replace
+    from pathlib import Path
+
+    from g4sim.engines import Workload, get_engine
+    from g4sim.evaluation.speed import speed_class_of
+    from g4sim.hardware import get_profile
+    from g4sim.spec import load_config
+
+    path = Path(path or Path(__file__).resolve().parents[2] / LITERT_SPEED)
+    runs = []
+    for r in csv.DictReader(path.open(newline="")):
+        engine = replace(get_engine("litert-lm", backend="cpu", cpu_thread_count=int(r["threads"])),
+                         cache_length=int(r["cache_length"]))  # the export's, not a runtime setting
+        device = get_profile(r["device_profile"])
+        prompt, gen = int(r["prompt_tokens"]), int(r["gen_tokens"])
+        w = Workload(load_config(path.parent / r["config"]), prompt, 1, r["format"], "fp32")
+        sr = speed_row(engine, w, device, prefill_s=prompt / float(r["prefill_tokens_per_s"]),
+                       decode_step_s=1 / float(r["decode_tokens_per_s"]), split=r["split"], label=r["tag"],
+                       source=f"measured: {r['command']} ({r['date_utc']}, load {r['load_1min_before']})",
+                       decode_ctx=prompt + gen // 2)
+        runs.append(Run(sr, engine, w, device, prompt + gen // 2, speed_class_of(engine, device)))
+    return runs
+
+
+# engines timed outside `g4sim profile`: their measured runs, by engine name
+MEASURED_RUNS = {"litert-lm": litert_runs}
+
 PUBLISHED = "reports/published/runs.csv"
 # The published format names as g4sim's formats: AWQ / GPTQ int4 checkpoints are group-128 int4, MLX's
 # quantizations group 64.  Formats g4sim does not price (iq4_nl, unsloth's ud-q4_k_xl mixes) leave their rows
