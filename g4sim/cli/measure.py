@@ -143,8 +143,9 @@ def validate(
     store: Optional[str] = typer.Option(None, "--store", help="Measurement store directory."),
     as_json: bool = typer.Option(False, "--json"),
     report: Optional[str] = typer.Option(None, "--report", help="Also write the validation report (HTML) here."),
-    speed: bool = typer.Option(False, "--speed", help="Instead: the shipped speed terms against llama.cpp's "
-                               "measured rows, in-sample and held-out errors per engine and backend class."),
+    speed: bool = typer.Option(False, "--speed", help="Instead: the shipped speed terms against the engines' "
+                               "measured rows (llama.cpp's, LiteRT-LM's), in-sample and held-out errors per engine "
+                               "and backend class."),
     published: bool = typer.Option(False, "--published", help="Instead: the shipped speed terms against the "
                                    "published runs (with --speed: both)."),
 ) -> None:
@@ -152,7 +153,7 @@ def validate(
     from pathlib import Path
 
     if speed or published:
-        _validate_speed("llamacpp" if speed else None, published, Path(store) if store else None, as_json)
+        _validate_speed("llamacpp,litert-lm" if speed else None, published, Path(store) if store else None, as_json)
         return
 
     from g4sim.measure.validate import summary
