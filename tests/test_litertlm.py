@@ -230,7 +230,9 @@ def test_launch_command_round_trips():
 
 def test_parse_benchmark_and_run_commands():
     p = LiteRtLmEngine.parse_command("litert-lm benchmark gemma-4-E2B-it.litertlm -p 3500 -d 256 --backend gpu")
-    assert (p.model, p.ctx, p.engine.backend, p.engine.ringbuffers_local_attention) == ("e2b", 8192, "gpu", True)
+    # benchmark.py asks for 8,192 tokens; the runtime clamps to the file's 4,096
+    assert (p.model, p.ctx, p.engine.backend, p.engine.ringbuffers_local_attention) == ("e2b", 4096, "gpu", True)
+    assert LiteRtLmEngine.parse_command("litert-lm run m-e4b.litertlm --max-num-tokens 16384").ctx == 4096
     assert benchmark_max_num_tokens(256) == 4096 and benchmark_max_num_tokens(3072) == 4096
     assert benchmark_max_num_tokens(3073) == 8192
     p = LiteRtLmEngine.parse_command("litert-lm run --from-huggingface-repo litert-community/gemma-4-E2B-it-litert-lm "

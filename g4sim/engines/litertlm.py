@@ -322,6 +322,7 @@ class LiteRtLmEngine(Engine):
             ctx = benchmark_max_num_tokens(to_int("--prefill-tokens", v.get("prefill_tokens", 256)))
         else:
             ctx = MAX_NUM_TOKENS
+        ctx = min(ctx, CACHE_LENGTH)  # the runtime clamps it to the shipped file's static length ("Using model limit")
         try:
             engine = cls(**settings)
         except TypeError as exc:  # pragma: no cover - settings are the dataclass's own fields
