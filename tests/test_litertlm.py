@@ -307,3 +307,17 @@ def test_measured_speed_rows_calibrate_the_cpu_x86_class_and_predict_the_publish
         ("pt13762104-litert-cpu2max-e2b-pp1024-tg256", "decode"): -0.296}
     shipped = yaml.safe_load(SPEED_CLASSES.read_text())["litert-lm/cpu-x86"]
     assert (shipped["prefill_compute"], shipped["decode_bandwidth"]) == ({"*": 0.5125}, {"*": 0.4706})
+
+
+@pytest.mark.parametrize("device, backend", [("rpi5-8gb", "cpu"), ("rtx4090", "gpu"), ("phone-8gb", "gpu")])
+def test_plan_json_shows_the_backend_the_device_decided(device, backend):
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "g4sim", "plan", "--model", "e2b", "--engine", "litert-lm", "--gpu",
+                          device, "--ctx", "2k", "--json"], capture_output=True, text=True, check=True).stdout
+    plan = json.loads(out)
+    assert plan["request"]["engine_settings"]["backend"] == backend
+    assert (plan["request"]["quant"], plan["request"]["kv_dtype"]) == ("litertlm", "fp32")
+    assert f"--backend={backend}" in plan["launch_command"]

@@ -147,6 +147,12 @@ class Evaluation(Fit):
     speed: Throughput | None = None
     command: str | None = None  # None when it does not fit
     engine_view: tuple[str, ...] = ()  # what the engine's own tools would print (e.g. ollama ps)
+    engine: Engine | None = None  # the engine as it ran: the request's, with what the device and workload decide
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The engine settings this evaluation used (a device-decided default resolved, e.g. LiteRT-LM's backend)."""
+        return (self.engine or self.request.engine).settings()
 
 
 def shares_ram(device: HardwareProfile) -> bool:
@@ -203,7 +209,7 @@ def evaluate(req: Request, view: bool = False) -> Evaluation:
                     host_profile_for(req.device) if host_weights else None)
     command = _command(engine, req.workload, req.gpus, DeviceKind(req.device.kind, req.device.vendor)) if f.loads else None
     lines = engine.user_view(req.workload, req.device, req.display_attached) if view and req.gpus == 1 else ()
-    return Evaluation(req, f.memory, f.needed_bytes, f.budget_bytes, f.margin_bytes, speed, command, lines)
+    return Evaluation(req, f.memory, f.needed_bytes, f.budget_bytes, f.margin_bytes, speed, command, lines, engine)
 
 
 def clear_caches() -> None:
@@ -228,7 +234,7 @@ def evaluation_to_dict(e: Evaluation) -> dict[str, Any]:
                       "nothing measured for this plan",
         "request": {
             "model": w.spec.name, "ctx_tokens": w.ctx, "batch": w.batch, "quant": w.quant, "kv_dtype": w.kv_dtype,
-            "engine": r.engine.name, "engine_reason": r.engine_reason, "engine_settings": r.engine.settings(),
+            "engine": r.engine.name, "engine_reason": r.engine_reason, "engine_settings": e.settings,
             "device": r.device.name, "gpus": r.gpus, "vision": w.vision, "audio": w.audio,
             "margin": {"fraction": r.margin.fraction, "bytes": r.margin.bytes}, "display_attached": r.display_attached,
         },

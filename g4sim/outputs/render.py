@@ -31,7 +31,7 @@ def _header(plan: Plan, console: Console) -> None:
     active = f", {format_count(p.active)} active" if p.active != p.total else ""
     ple = f", {format_count(p.effective)} without PLE" if p.effective != p.total else ""
     towers = " + ".join(t for t, on in (("vision", w.vision), ("audio", w.audio)) if on) or "text only"
-    settings = ", ".join(f"{k}={v}" for k, v in r.engine.settings().items())
+    settings = ", ".join(f"{k}={v}" for k, v in e.settings.items())
     console.print(Text.assemble(
         ("Gemma 4 ", "bold"), (w.spec.name, "bold cyan"), f"  {format_count(p.total)} params{active}{ple}  ({towers})\n",
         f"context {format_context(w.ctx)} ({w.ctx:,} tokens) x batch {w.batch}  ·  weights ", (w.quant, "bold"),

@@ -47,7 +47,7 @@ class Layout:
     def to_dict(self) -> dict[str, Any]:
         e, w = self.evaluation, self.evaluation.request.workload
         return {"name": self.name, "engine": e.request.engine.name, "gpus": e.request.gpus, "quant": w.quant,
-                "kv_dtype": w.kv_dtype, "engine_settings": e.request.engine.settings(), "verdict": e.verdict.value,
+                "kv_dtype": w.kv_dtype, "engine_settings": e.settings, "verdict": e.verdict.value,
                 "needed_bytes_per_gpu": e.needed_bytes, "budget_bytes": e.budget_bytes, "headroom_bytes": e.headroom_bytes,
                 "host_bytes": e.host_bytes, "decode_tokens_per_s": e.speed.decode_tokens_per_s,
                 "prefill_tokens_per_s": e.speed.prefill_tokens_per_s, "layout": e.speed.layout,
