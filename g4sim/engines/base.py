@@ -14,7 +14,12 @@ and overrides what differs from the base rules:
 * ``budget_bytes`` — of a device's usable memory, what the engine lets a deployment use;
 * ``kv_cells`` / ``kv_terms`` / ``activation_terms`` / ``overhead_terms`` / ``placement`` — its
   allocation rules, as ``MemoryTerm``s of the shared component vocabulary;
-* ``launch_command`` and ``parse_command`` — the command that realises a plan, and the reverse.
+* ``launch_command`` and ``parse_command`` — the command that realises a plan, and the reverse;
+* what its speed model reads: ``backend_on`` (the kernel family it runs on a device, which speed terms are
+  fitted per), ``compute_dtype_on`` / ``peak_flops_on`` (the arithmetic and the cores that bound its matmuls),
+  ``static_attention_cells`` (a static graph's attention span), ``host_streamed_weight_bytes``, and
+  ``published_settings`` (what a published run states about it);
+* ``context_limit`` / ``batch_limit`` — the longest context and most sequences it runs (searches stop there).
 
 A workload may carry the exact weight file a user downloaded (``Workload.file``, a
 ``g4sim.weightfiles.WeightFile``): then ``weight_terms`` prices each of the file's tensors at its
