@@ -54,3 +54,30 @@ for n in 1024 2048 8192 16384; do
   ./bench.sh L10_S5_disk_m${n}_sw models/L10_S5/L10_S5.litertlm $B --skip-warmup --max-num-tokens $n
 done
 python collect.py   # -> results.csv / results.json
+
+# 6. speed rows of the int4 file (reports/measurements/litert-lm/speed.csv), on a quiet machine; split written
+#    before they ran: prompts 256 / 1024 calibrate litert-lm/cpu-x86, 512 / 2048 are held out
+M=models/L10_S5_int4/L10_S5_int4.litertlm
+for pg in "256 64" "1024 64" "512 128" "2048 128"; do set -- $pg
+  ./bench.sh speed_int4_p$1_d$2 $M -p $1 -d $2 --backend cpu --cpu-thread-count 2 --runs 3
+done
+python - <<'PY'
+import csv, re
+rows = []
+for (p, g, split) in ((256, 64, "calibration"), (1024, 64, "calibration"), (512, 128, "held-out"), (2048, 128, "held-out")):
+    tag = f"speed_int4_p{p}_d{g}"
+    out, meta = open(f"raw/{tag}.out").read(), open(f"raw/{tag}.meta").read()
+    load = re.findall(r"load average: ([\d.]+)", meta)
+    rows.append(dict(tag=tag, model="L10_S5_int4", config="configs/L10_S5/config.json", format="litertlm",
+                     cache_length=4096, prompt_tokens=p, gen_tokens=g, threads=2, device_profile="epyc-zen5-2vcpu",
+                     prefill_tokens_per_s=float(re.search(r"Prefill speed:\s+([\d.]+)", out).group(1)),
+                     decode_tokens_per_s=float(re.search(r"Decode speed:\s+([\d.]+)", out).group(1)),
+                     load_1min_before=load[0], load_1min_after=load[1], split=split,
+                     cpu=open("lscpu.txt").read().split("Model name:")[1].split("\n")[0].strip(),
+                     date_utc=__import__("datetime").date.today().isoformat(),
+                     command=re.search(r"cmd: (.*)", meta).group(1).replace("models/", "")))
+with open("speed.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n"); w.writeheader(); w.writerows(rows)
+PY
+# device_profile: name the profile of the machine this ran on (its cpu_model must match); the committed rows ran on
+# epyc-zen5-2vcpu. Copy speed.csv and the other tables into reports/measurements/litert-lm/ by hand after checking.
