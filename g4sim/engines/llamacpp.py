@@ -89,6 +89,18 @@ def cache_type(flag: str, value: str) -> str:
     return back[value]
 
 
+def ggml_compute_dtype(engine: Engine, quant: str, device) -> str | None:
+    """"int8" where ggml multiplies ``quant`` on the device's CPU cores: a quantized GGUF type is multiplied by
+    integer dot products there -- ggml-cpu quantizes the activations to its ``vec_dot_type`` (Q8_0 for the legacy
+    types and Q8_0 itself, Q8_K for the k-quants and IQ4_XS: ggml-cpu.c ``type_traits_cpu``) and runs
+    ``ggml_vec_dot_<type>_q8_<0|K>`` (SDOT / I8MM on Arm, VNNI / maddubs on x86) -- so the CPU's int8 peak bounds it,
+    falling back to its float peaks where it has none.  Only where the profile gives the CPU's figures
+    (``cpu_flops``); None elsewhere (on GPUs g4sim keeps the 16-bit peak).  llama.cpp's and Ollama's rule."""
+    if get_quant(quant).family == "gguf" and engine.runs_on_cpu(device) and device.cpu_flops("fp32") is not None:
+        return "int8"
+    return None
+
+
 @dataclass(frozen=True)
 class LlamaCppEngine(Engine):
     name: ClassVar[str] = "llamacpp"
@@ -328,14 +340,7 @@ class LlamaCppEngine(Engine):
         return join_command(parts)
 
     def compute_dtype_on(self, quant: str, device) -> str:
-        """On a CPU, a quantized GGUF type is multiplied by integer dot products: ggml-cpu quantizes the activations
-        to its ``vec_dot_type`` (Q8_0 for the legacy types and Q8_0 itself, Q8_K for the k-quants and IQ4_XS:
-        ggml-cpu.c ``type_traits_cpu``) and runs ``ggml_vec_dot_<type>_q8_<0|K>`` -- SDOT / I8MM on Arm, VNNI /
-        maddubs on x86 -- so the CPU's int8 peak bounds it (falling back to its float peaks where it has none).
-        Only where the profile gives the CPU's figures (``cpu_flops``); on GPUs g4sim keeps the 16-bit peak."""
-        if (get_quant(quant).family == "gguf" and self.runs_on_cpu(device) and device.cpu_flops("fp32") is not None):
-            return "int8"
-        return super().compute_dtype_on(quant, device)
+        return ggml_compute_dtype(self, quant, device) or super().compute_dtype_on(quant, device)
 
     @classmethod
     def published_settings(cls, row: dict[str, str]) -> dict[str, Any]:

@@ -99,7 +99,7 @@ from g4sim.analytic.memory import MemoryBreakdown, MemoryTerm, weight_bytes_by_c
 from g4sim.analytic.quant import get_kv_dtype, get_quant
 from g4sim.engines.base import Caps, Engine, EngineError, Option, Parallel, Parsed, Workload, to_int
 from g4sim.engines.llamacpp import (
-    _CACHE_TYPE, CPU_FEATURES, LlamaCppEngine, _llama_memory, _weight_terms, cell_bytes,
+    _CACHE_TYPE, CPU_FEATURES, LlamaCppEngine, _llama_memory, _weight_terms, cell_bytes, ggml_compute_dtype,
 )
 from g4sim.spec import ModelSpec, TextSpec
 from g4sim.weightfiles import WeightFile
@@ -541,14 +541,7 @@ class OllamaEngine(Engine):
         return "\n".join(lines)
 
     def compute_dtype_on(self, quant: str, device) -> str:
-        """On a CPU, a quantized GGUF type is multiplied by integer dot products: ggml-cpu quantizes the activations
-        to its ``vec_dot_type`` (Q8_0 for the legacy types and Q8_0 itself, Q8_K for the k-quants and IQ4_XS:
-        ggml-cpu.c ``type_traits_cpu``) and runs ``ggml_vec_dot_<type>_q8_<0|K>`` -- SDOT / I8MM on Arm, VNNI /
-        maddubs on x86 -- so the CPU's int8 peak bounds it (falling back to its float peaks where it has none).
-        Only where the profile gives the CPU's figures (``cpu_flops``); on GPUs g4sim keeps the 16-bit peak."""
-        if (get_quant(quant).family == "gguf" and self.runs_on_cpu(device) and device.cpu_flops("fp32") is not None):
-            return "int8"
-        return super().compute_dtype_on(quant, device)
+        return ggml_compute_dtype(self, quant, device) or super().compute_dtype_on(quant, device)
 
     @classmethod
     def published_settings(cls, row: dict[str, str]) -> dict[str, Any]:
