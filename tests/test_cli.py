@@ -65,6 +65,8 @@ def test_bad_input_is_one_line_exit_2(args, needle, capsys):
 def test_beyond_max_when_allowed(capsys):
     code, out, _ = run(["plan", "-m", "e2b", "--ctx", "256k", "--allow-beyond-max", "--gpu", "h100-sxm", "--json"], capsys)
     assert code == 0 and json.loads(out)["request"]["ctx_tokens"] == 262144
+    # the largest-context search goes past the model's maximum too (only an engine's own limit stops it)
+    assert json.loads(out)["max_context_tokens"] > 131072
 
 
 def test_plan_from_config_json(tmp_path, capsys):

@@ -290,9 +290,10 @@ class Engine:
                 return f"{device.name} has no interconnect for tensor parallelism"
         return None
 
-    def context_limit(self, spec: ModelSpec) -> int:
-        """The longest context per sequence this engine runs ``spec`` at (searches stop there)."""
-        return spec.max_context
+    def context_limit(self, spec: ModelSpec) -> int | None:
+        """The longest context per sequence this engine runs ``spec`` at, where the engine itself bounds it (searches
+        stop there); None: only the model's maximum, which ``--allow-beyond-max`` lifts."""
+        return None
 
     def loads_format(self, fmt: str, w: Workload) -> bool:
         """Whether this engine loads weights of format ``fmt`` (``w`` says whether they come as a file)."""

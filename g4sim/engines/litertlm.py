@@ -186,7 +186,7 @@ class LiteRtLmEngine(Engine):
         return None
 
     def context_limit(self, spec: ModelSpec) -> int:
-        return min(spec.max_context, self.cache_length)
+        return self.cache_length
 
     def backend_on(self, device) -> str:
         """LiteRT-LM's GPU backend is one implementation on every vendor (ML Drift): one class, ``gpu``."""

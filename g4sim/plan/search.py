@@ -33,8 +33,8 @@ def safe_at(req: Request, **changes) -> bool:
 
 def max_context(req: Request, cap: int | None = None) -> int:
     """Largest context per sequence that fits with the margin (0 when not one token does)."""
-    return largest_fitting(lambda n: safe_at(req, ctx=n), 1,
-                           min(cap or req.spec.max_context, req.engine.context_limit(req.spec)))
+    hi, engine_limit = cap or req.spec.max_context, req.engine.context_limit(req.spec)
+    return largest_fitting(lambda n: safe_at(req, ctx=n), 1, min(hi, engine_limit) if engine_limit else hi)
 
 
 def max_batch(req: Request, limit: int = 1 << 16) -> int:
