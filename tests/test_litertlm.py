@@ -137,11 +137,15 @@ def _spec(tag: str):
     return load_config(MEASURED / "configs" / ("L10_S0" if "S0" in tag else "L10_S5") / "config.json")
 
 
+def _memory_of(tag: str):
+    return LiteRtLmEngine(backend="cpu", cache_length=CELLS[tag]).memory(
+        Workload(_spec(tag), min(CELLS[tag], 4096), 1, "litertlm", "fp32"), "cpu")
+
+
 def _g4sim_bytes(tag: str, row: dict, runtime: bool = True) -> int:
     """g4sim's CPU total for the measured export; an int8 export's packed copy is its measured cache file (g4sim's
     format prices the 4-bit files litert-community ships)."""
-    engine = LiteRtLmEngine(backend="cpu", cache_length=CELLS[tag])
-    m = engine.memory(Workload(_spec(tag), min(CELLS[tag], 4096), 1, "litertlm", "fp32"), "cpu")
+    m = _memory_of(tag)
     total = m.total(None) - (0 if runtime else m.get(Component.RUNTIME))
     return total if "int4" in tag else total - m.get(Component.REPACKED_WEIGHTS) + int(row["xnnpack_cache_bytes"])
 
@@ -169,11 +173,6 @@ def test_measured_weight_cache_is_the_packed_copy():
     row = _rows()["L10_S5_int4_disk_sw"]
     packed = _memory_of("L10_S5_int4_disk_sw").get(Component.REPACKED_WEIGHTS)
     assert (packed, int(row["xnnpack_cache_bytes"])) == (284_692_480, 287_064_456)
-
-
-def _memory_of(tag: str):
-    return LiteRtLmEngine(backend="cpu", cache_length=CELLS[tag]).memory(
-        Workload(_spec(tag), min(CELLS[tag], 4096), 1, "litertlm", "fp32"), "cpu")
 
 
 def test_the_measured_constants_re_derive_from_the_calibration_rows():

@@ -70,8 +70,9 @@ REPOS = {"e2b": "litert-community/gemma-4-E2B-it-litert-lm", "e4b": "litert-comm
 FILES = {"e2b": "gemma-4-E2B-it.litertlm", "e4b": "gemma-4-E4B-it.litertlm"}
 # the published sizes: E2B the first upload's exact bytes (its Git LFS pointer), E4B the overview's "3654 MB"
 FILE_BYTES = {"e2b": 2_583_085_056, "e4b": 3_654_000_000}
-MAX_NUM_TOKENS = 4096  # engine_settings.cc's default for an empty prompt; the exporter's default cache_length
-CACHE_LENGTH = MAX_NUM_TOKENS  # the shipped files' static KV length (their LlmMetadata max_num_tokens), assumed 4096
+# the shipped files' static KV length (their LlmMetadata max_num_tokens), assumed 4096: the exporter's default
+# cache_length, and engine_settings.cc's max_num_tokens for an empty prompt
+CACHE_LENGTH = 4096
 # Measured on this project's CPU (reports/measurements/litert-lm, scripts/litert/measure.sh): a 10-layer E2B-width
 # export at cache lengths 4,096 and 16,384 (the calibration rows; peak VmRSS 827,196 / 1,201,000 kB) grows
 # 31,150.7 B per cache cell, of which 12,288 B is K/V: the rest is 4.61 live prefill score buffers of
@@ -321,7 +322,7 @@ class LiteRtLmEngine(Engine):
         elif sub == "benchmark":
             ctx = benchmark_max_num_tokens(to_int("--prefill-tokens", v.get("prefill_tokens", 256)))
         else:
-            ctx = MAX_NUM_TOKENS
+            ctx = CACHE_LENGTH
         ctx = min(ctx, CACHE_LENGTH)  # the runtime clamps it to the shipped file's static length ("Using model limit")
         try:
             engine = cls(**settings)

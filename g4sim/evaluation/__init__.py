@@ -25,7 +25,7 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any
 
-from g4sim.analytic.components import Category, Component, Location
+from g4sim.analytic.components import Location
 from g4sim.analytic.memory import MemoryBreakdown
 from g4sim.analytic.params import count_params
 from g4sim.engines import Engine, EngineError, Workload

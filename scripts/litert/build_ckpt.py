@@ -1,5 +1,5 @@
 """Build a random-weight Gemma-4-E2B-shaped checkpoint (reduced depth/vocab) + a minimal tokenizer, offline."""
-import json, sys, os, copy
+import json, sys, os
 import torch, transformers
 
 src = os.environ.get("E2B_CONFIG", "tests/data/configs/e2b/config.json")  # measure.sh sets it
